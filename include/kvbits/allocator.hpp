@@ -1,6 +1,7 @@
 // kvbits — greedy integer bit allocation over RoPE blocks (reference spec §2).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
