@@ -18,13 +18,21 @@ namespace kvbits {
 struct TensorView {
   DType dtype = DType::f32;
   std::vector<uint64_t> shape;
-  const uint8_t* data = nullptr;  // points into the owning SafetensorsFile
+  // Points into the owning SafetensorsFile. The data section starts at an allocation
+  // boundary, so a tensor is as aligned as its data_offsets begin.
+  const uint8_t* data = nullptr;
   size_t bytes = 0;
   uint64_t numel() const;
 };
 
+// Move-only: the tensor views point into the file's own buffer.
 class SafetensorsFile {
  public:
+  SafetensorsFile(SafetensorsFile&&) = default;
+  SafetensorsFile& operator=(SafetensorsFile&&) = default;
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
   // Reads and validates the whole file. Error(io_error | corrupt_data | unsupported).
   static SafetensorsFile load(const std::string& path);
   static SafetensorsFile parse(std::vector<uint8_t> bytes);
@@ -35,7 +43,8 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
  private:
-  std::vector<uint8_t> bytes_;
+  SafetensorsFile() = default;
+  std::vector<uint8_t> bytes_;  // the data section only (the header is parsed away)
   std::map<std::string, TensorView> tensors_;
   std::map<std::string, std::string> metadata_;
 };
@@ -47,7 +56,10 @@ struct TensorToWrite {
   const void* data = nullptr;  // numel * dtype_size bytes
 };
 
-// Writes tensors (sorted by name, 8-byte aligned data) and string metadata. Error(io_error).
+// Writes tensors (sorted by name, 8-byte aligned data) and string metadata; the same inputs
+// give the same bytes. The file appears under `path` only once complete (temp file + rename).
+// Error(invalid_argument | null_pointer) for empty, reserved or duplicate names, overflowing
+// shapes or null data; Error(io_error) when writing fails.
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata);
 
