@@ -74,6 +74,40 @@ void validate_rotation(const std::vector<float>& r, uint32_t d, size_t g) {
   }
 }
 
+// out[r] = sum_j rot[r][j] * x[j] for every row, each sum in ascending j. Eight rows share a
+// pass over j so that their independent sums overlap in the pipeline; the value of every
+// sum is exactly the one-row-at-a-time result.
+void rotate_rows(const float* rot, uint32_t d, const double* x, double* out) {
+  constexpr uint32_t kRows = 8;
+  uint32_t r = 0;
+  for (; r + kRows <= d; r += kRows) {
+    double acc[kRows] = {};
+    const float* base = rot + size_t(r) * d;
+    for (uint32_t j = 0; j < d; ++j) {
+      const double xj = x[j];
+      for (uint32_t k = 0; k < kRows; ++k) acc[k] += double(base[size_t(k) * d + j]) * xj;
+    }
+    for (uint32_t k = 0; k < kRows; ++k) out[r + k] = acc[k];
+  }
+  for (; r < d; ++r) {
+    const float* row = rot + size_t(r) * d;
+    double acc = 0.0;
+    for (uint32_t j = 0; j < d; ++j) acc += double(row[j]) * x[j];
+    out[r] = acc;
+  }
+}
+
+// out[s] = sum_r rot[r][s] * y[r] (R^T y), each sum in ascending r; the inner loop runs over
+// independent columns, so it vectorises without reordering any sum.
+void rotate_cols(const float* rot, uint32_t d, const float* y, double* out) {
+  for (uint32_t s = 0; s < d; ++s) out[s] = 0.0;
+  for (uint32_t r = 0; r < d; ++r) {
+    const double yr = y[r];
+    const float* row = rot + size_t(r) * d;
+    for (uint32_t s = 0; s < d; ++s) out[s] += double(row[s]) * yr;
+  }
+}
+
 }  // namespace
 
 TqQuantizer::TqQuantizer(std::vector<KeyGroup> groups, std::vector<uint32_t> slot_dim,
@@ -121,13 +155,11 @@ void TqQuantizer::encode_codes(const float* x, uint8_t* codes, uint16_t* scales)
       scales[g] = 0;
       continue;
     }
-    const float* rot = rotations_[g].data();
+    double y[kMaxDim];
+    rotate_rows(rotations_[g].data(), d, xg, y);
     double csq = 0.0;
     for (uint32_t r = 0; r < d; ++r) {
-      const float* row = rot + size_t(r) * d;
-      double acc = 0.0;
-      for (uint32_t j = 0; j < d; ++j) acc += double(row[j]) * xg[j];
-      const uint32_t code = cb.code_of(acc / n);
+      const uint32_t code = cb.code_of(y[r] / n);
       cg[r] = uint8_t(code);
       const double c = cb.centroids[code];
       csq += c * c;
@@ -161,13 +193,9 @@ void TqQuantizer::decode(const uint8_t* packed, const uint16_t* scales, float* x
   for (size_t g = 0; g < groups_.size(); ++g) {
     const KeyGroup& gr = groups_[g];
     const uint32_t d = gr.dims, s0 = gr.first_slot;
-    const float* rot = rotations_[g].data();
-    // x_g = R_g^T y_g: column s of R, summed over ascending r.
-    for (uint32_t s = 0; s < d; ++s) {
-      double acc = 0.0;
-      for (uint32_t r = 0; r < d; ++r) acc += double(rot[size_t(r) * d + s]) * double(y[s0 + r]);
-      x[slot_dim_[s0 + s]] = float(acc);
-    }
+    double xg[kMaxDim];
+    rotate_cols(rotations_[g].data(), d, y + s0, xg);  // x_g = R_g^T y_g
+    for (uint32_t s = 0; s < d; ++s) x[slot_dim_[s0 + s]] = float(xg[s]);
   }
 }
 
@@ -175,13 +203,10 @@ void TqQuantizer::rotate_query(const float* q, float* q_rot) const {
   for (size_t g = 0; g < groups_.size(); ++g) {
     const KeyGroup& gr = groups_[g];
     const uint32_t d = gr.dims, s0 = gr.first_slot;
-    const float* rot = rotations_[g].data();
-    for (uint32_t r = 0; r < d; ++r) {
-      const float* row = rot + size_t(r) * d;
-      double acc = 0.0;
-      for (uint32_t j = 0; j < d; ++j) acc += double(row[j]) * double(q[slot_dim_[s0 + j]]);
-      q_rot[s0 + r] = float(acc);
-    }
+    double qg[kMaxDim], out[kMaxDim];
+    for (uint32_t j = 0; j < d; ++j) qg[j] = q[slot_dim_[s0 + j]];
+    rotate_rows(rotations_[g].data(), d, qg, out);
+    for (uint32_t r = 0; r < d; ++r) q_rot[s0 + r] = float(out[r]);
   }
 }
 

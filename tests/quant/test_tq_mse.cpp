@@ -102,7 +102,10 @@ TEST(TqQuantizer, CodesAreExactNearestCentroidsOfTheRotatedNormalisedVector) {
       const auto& rot = q.rotation(g);
       const auto& cb = q.codebook(g);
       double nsq = 0.0;
-      for (uint32_t j = 0; j < gr.dims; ++j) nsq += double(x[q.slot_dim()[gr.first_slot + j]]) * x[q.slot_dim()[gr.first_slot + j]];
+      for (uint32_t j = 0; j < gr.dims; ++j) {
+        const double xj = x[q.slot_dim()[gr.first_slot + j]];
+        nsq += xj * xj;
+      }
       for (uint32_t r = 0; r < gr.dims; ++r) {
         double y = 0.0;
         for (uint32_t j = 0; j < gr.dims; ++j)
