@@ -59,6 +59,10 @@ struct Fingerprint {
   std::string hex() const;  // "none" or lower-case hex of the meaningful bytes
 };
 
+// Parses the hex form written by Fingerprint::hex() for kind xxh3_128 (32 hex digits).
+// Error(invalid_argument) for anything else.
+Fingerprint fingerprint_from_hex(const std::string& hex);
+
 // XXH3-128 fingerprint of a file's bytes (e.g. the model checkpoint). Error(io_error).
 Fingerprint fingerprint_file(const std::string& path);
 

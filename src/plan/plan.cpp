@@ -80,6 +80,22 @@ std::string Fingerprint::hex() const {
   return out;
 }
 
+Fingerprint fingerprint_from_hex(const std::string& hex) {
+  if (hex.size() != 32)
+    fail(StatusCode::invalid_argument, "fingerprint: expected 32 hex digits, got " + std::to_string(hex.size()) +
+                                           " characters");
+  auto nibble = [&](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    fail(StatusCode::invalid_argument, "fingerprint: '" + hex + "' is not hexadecimal");
+  };
+  Fingerprint fp;
+  fp.kind = Fingerprint::Kind::xxh3_128;
+  for (size_t i = 0; i < 16; ++i) fp.bytes[i] = uint8_t(nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]));
+  return fp;
+}
+
 Fingerprint fingerprint_file(const std::string& path) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!file) fail(StatusCode::io_error, "fingerprint: cannot open '" + path + "': " + std::strerror(errno));
