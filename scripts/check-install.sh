@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Uses an installed kvbits exactly as a user would: the CLI tools from PREFIX/bin, the C sample
+# compiled against the installed header and library found through pkg-config.
+# Usage: scripts/check-install.sh PREFIX
+set -euo pipefail
+prefix=$(cd "$1" && pwd)
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+pcdir=$(dirname "$(find "$prefix" -name kvbits.pc | head -n 1)")
+libdir=$(dirname "$(find "$prefix" -name 'libkvbits.so' | head -n 1)")
+export PKG_CONFIG_PATH="$pcdir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}" LD_LIBRARY_PATH="$libdir"
+
+"$prefix/bin/kvbits-llama2c" capture --model "$here/data/stories260K/stories260K.bin" \
+  --tokenizer "$here/data/stories260K/tok512.bin" --sequences 2 --tokens 64 --seed 3 --out "$work/acts.safetensors" >/dev/null
+"$prefix/bin/kvbits" calibrate --dump "$work/acts.safetensors" --k-bits 3 --v-bits 3 --out "$work/plan.kvbplan" \
+  --date 2026-01-01T00:00:00Z --quiet
+cc -std=c99 -Wall -Wextra -Werror -pedantic "$here/samples/c/plan_info.c" $(pkg-config --cflags --libs kvbits) \
+  -o "$work/plan_info"
+out=$("$work/plan_info" "$work/plan.kvbplan")
+echo "$out"
+grep -q "5 layers, 8 query heads, 4 KV heads, head_dim 8" <<<"$out"
+echo "check-install: OK"
