@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../temp_dir.hpp"
 #include "model.hpp"
 #include "tokenizer.hpp"
 
@@ -23,9 +24,7 @@ inline std::string data_path(const std::string& name) {
 inline std::string model_path() { return data_path("stories260K.bin"); }
 inline std::string tokenizer_path() { return data_path("tok512.bin"); }
 
-inline std::string temp_path(const std::string& name) {
-  return ::testing::TempDir() + "kvbits_test_llama2c_" + name;
-}
+using kvbits_test::temp_path;
 
 inline std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

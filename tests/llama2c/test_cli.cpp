@@ -72,7 +72,7 @@ TEST(Cli, CaptureTeacherForcesAPromptFile) {
   const kvbits::ActivationDump dump = kvbits::view_activation_dump(file);
   EXPECT_EQ(dump.metadata.tokens, 6u);  // [BOS, Once, upon], [BOS, a, time]
   EXPECT_EQ(dump.metadata.rope_applied, kvbits::RopeApplied::post);
-  EXPECT_EQ(dump.metadata.corpus, "kvbits_test_llama2c_prompt.txt teacher-forced, 2 sequences, 6 tokens");
+  EXPECT_EQ(dump.metadata.corpus, "prompt.txt teacher-forced, 2 sequences, 6 tokens");
 }
 
 TEST(Cli, HelpExitsZeroAndMistakesExitTwo) {
