@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kvbits/status.hpp"
+#include "../temp_dir.hpp"
 
 namespace kvbits {
 namespace {
@@ -151,7 +152,7 @@ class DumpFile : public ::testing::Test {
                 {"tokens", DType::f32, {3}, q_.data()}};
   }
   StatusCode view_status(std::string* message = nullptr) {
-    const std::string path = ::testing::TempDir() + "kvbits_test_io_dump.safetensors";
+    const std::string path = kvbits_test::temp_path("dump.safetensors");
     write_safetensors(path, tensors_, format_dump_metadata(stories_metadata()));
     const SafetensorsFile f = SafetensorsFile::load(path);
     try {
@@ -167,7 +168,7 @@ class DumpFile : public ::testing::Test {
 };
 
 TEST_F(DumpFile, ViewsTensorsOfEveryLayer) {
-  const std::string path = ::testing::TempDir() + "kvbits_test_io_dump_ok.safetensors";
+  const std::string path = kvbits_test::temp_path("dump_ok.safetensors");
   write_safetensors(path, tensors_, format_dump_metadata(stories_metadata()));
   const SafetensorsFile f = SafetensorsFile::load(path);
   const ActivationDump d = view_activation_dump(f);

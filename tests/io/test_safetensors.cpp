@@ -11,13 +11,12 @@
 
 #include "kvbits/half.hpp"
 #include "kvbits/status.hpp"
+#include "../temp_dir.hpp"
 
 namespace kvbits {
 namespace {
 
-std::string temp_path(const std::string& name) {
-  return ::testing::TempDir() + "kvbits_test_io_" + name;
-}
+using kvbits_test::temp_path;
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -36,14 +35,20 @@ std::vector<uint8_t> make_file(const std::string& header, const std::vector<uint
   return make_file(header, data, header.size());
 }
 
-StatusCode parse_status(std::vector<uint8_t> bytes, std::string* message = nullptr) {
+// Status of calling f(): ok, or the code of the kvbits::Error it throws (message kept).
+template <typename F>
+StatusCode status_of(F&& f, std::string* message = nullptr) {
   try {
-    SafetensorsFile::parse(std::move(bytes));
+    f();
   } catch (const Error& e) {
     if (message) *message = e.what();
     return e.code();
   }
   return StatusCode::ok;
+}
+
+StatusCode parse_status(std::vector<uint8_t> bytes, std::string* message = nullptr) {
+  return status_of([&] { SafetensorsFile::parse(std::move(bytes)); }, message);
 }
 
 StatusCode header_status(const std::string& header, size_t data_bytes = 16, std::string* message = nullptr) {
@@ -155,31 +160,17 @@ TEST(Safetensors, EverySingleByteCorruptionIsCaughtOrHarmless) {
 }
 
 TEST(Safetensors, LoadReportsIoErrorAndTruncation) {
-  try {
-    SafetensorsFile::load(temp_path("does_not_exist.safetensors"));
-    FAIL() << "expected io_error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), StatusCode::io_error);
-  }
-  try {
-    SafetensorsFile::load(::testing::TempDir());
-    FAIL() << "expected io_error for a directory";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), StatusCode::io_error);
-  }
+  EXPECT_EQ(status_of([] { SafetensorsFile::load(temp_path("does_not_exist.safetensors")); }), StatusCode::io_error);
+  EXPECT_EQ(status_of([] { SafetensorsFile::load(temp_path("")); }), StatusCode::io_error);
   std::vector<uint8_t> full = small_file();
   const std::string path = temp_path("truncated.safetensors");
   {
     std::ofstream out(path, std::ios::binary);
     out.write(reinterpret_cast<const char*>(full.data()), std::streamsize(full.size() - 3));
   }
-  try {
-    SafetensorsFile::load(path);
-    FAIL() << "expected corrupt_data";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), StatusCode::corrupt_data);
-    EXPECT_NE(std::string(e.what()).find(path), std::string::npos);
-  }
+  std::string msg;
+  EXPECT_EQ(status_of([&] { SafetensorsFile::load(path); }, &msg), StatusCode::corrupt_data);
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
 }
 
 TEST(Safetensors, RejectsMalformedJson) {
@@ -289,12 +280,7 @@ TEST(Safetensors, MissingTensorIsNotFound) {
   const SafetensorsFile f = SafetensorsFile::parse(small_file());
   EXPECT_TRUE(f.has("a"));
   EXPECT_FALSE(f.has("c"));
-  try {
-    f.tensor("c");
-    FAIL() << "expected not_found";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), StatusCode::not_found);
-  }
+  EXPECT_EQ(status_of([&] { f.tensor("c"); }), StatusCode::not_found);
   const float* a = reinterpret_cast<const float*>(f.tensor("a").data);
   EXPECT_EQ(a[2], 3.25f);
   EXPECT_EQ(f.metadata().at("k"), "v");
@@ -304,26 +290,17 @@ TEST(Safetensors, WriterRejectsBadInputsAndLeavesNoFile) {
   const float x[1] = {1.0f};
   const std::string path = temp_path("rejected.safetensors");
   std::remove(path.c_str());
-  auto status = [&](const std::vector<TensorToWrite>& t) {
-    try {
-      write_safetensors(path, t, {});
-    } catch (const Error& e) {
-      return e.code();
-    }
-    return StatusCode::ok;
-  };
+  auto status = [&](const std::vector<TensorToWrite>& t) { return status_of([&] { write_safetensors(path, t, {}); }); };
   EXPECT_EQ(status({{"a", DType::f32, {1}, x}, {"a", DType::f32, {1}, x}}), StatusCode::invalid_argument);
   EXPECT_EQ(status({{"__metadata__", DType::f32, {1}, x}}), StatusCode::invalid_argument);
   EXPECT_EQ(status({{"", DType::f32, {1}, x}}), StatusCode::invalid_argument);
   EXPECT_EQ(status({{"a", DType::f32, {1}, nullptr}}), StatusCode::null_pointer);
   EXPECT_EQ(status({{"a", DType::f32, {uint64_t(1) << 40, uint64_t(1) << 40}, x}}), StatusCode::invalid_argument);
   EXPECT_TRUE(read_bytes(path).empty());
-  try {
-    write_safetensors(::testing::TempDir() + "no_such_dir/x.safetensors", {{"a", DType::f32, {1}, x}}, {});
-    FAIL() << "expected io_error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), StatusCode::io_error);
-  }
+  EXPECT_EQ(status_of([&] {
+              write_safetensors(temp_path("no_such_dir/x.safetensors"), {{"a", DType::f32, {1}, x}}, {});
+            }),
+            StatusCode::io_error);
 }
 
 }  // namespace
