@@ -53,6 +53,16 @@ class Cli(unittest.TestCase):
         with open(again, "rb") as f:
             self.assertEqual(f.read(), self.read(3))
 
+    def test_fingerprint_from_dump_equals_fingerprint_of_the_model_file(self):
+        a = os.path.join(self.dir, "fp.kvbplan")
+        run(KVBITS, "calibrate", "--dump", self.dump, "--k-bits", "3", "--v-bits", "3", "--out", a,
+            "--date", "2026-01-01T00:00:00Z", "--quiet",
+            "--fingerprint-file", os.path.join(DATA, "stories260K", "stories260K.bin"))
+        with open(a, "rb") as f:
+            self.assertEqual(f.read(), self.read(3))
+        out = run(KVBITS, "inspect", a, "--no-table").stdout
+        self.assertIn("48be2bfe231b489d0c9b5a18d38a945f", out)
+
     def test_inspect_shows_a_non_uniform_allocation(self):
         for k in (2, 3):
             svg = os.path.join(self.dir, f"k{k}.svg")
