@@ -36,4 +36,6 @@ echo "== 3. inspect the 3-bit plan"
 echo
 for p in "$out"/*.kvbplan; do "$bin/src/cli/kvbits" verify "$p"; done
 echo
+echo "note: stories260K has head_dim 8 (4 RoPE blocks), so the fp16 scales of up to 4 groups weigh"
+echo "      as much as the codes; at head_dim 128 a K3V3 Block-GTQ head takes ~110 B/token vs 512 in fp16."
 echo "demo: plans and pictures are in $out/"
