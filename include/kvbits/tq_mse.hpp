@@ -25,9 +25,10 @@ namespace kvbits {
 
 class TqQuantizer {
  public:
-  // groups: contiguous over slots [0, D); slot_dim: slot -> original dim (a permutation of
-  // [0, D)); rotations[g]: dims x dims row-major fp32; unit_codebooks[bits]: unit Gaussian
-  // centroids for each width used (index = bits, entries for unused widths may be empty).
+  // groups: contiguous over slots [0, D), strictly ascending widths; slot_dim: slot -> original
+  // dim (a permutation of [0, D), D <= 1024); rotations[g]: dims x dims row-major fp32;
+  // unit_codebooks[bits]: unit Gaussian centroids for each width used (index = bits, entries
+  // for unused widths may be empty). Throws Error(invalid_argument) naming the first problem.
   TqQuantizer(std::vector<KeyGroup> groups, std::vector<uint32_t> slot_dim,
               std::vector<std::vector<float>> rotations,
               const std::vector<std::vector<double>>& unit_codebooks);
@@ -43,6 +44,7 @@ class TqQuantizer {
   size_t group_byte_offset(size_t g) const { return group_offsets_[g]; }
 
   // Unpacked codes (one per hp slot) and fp16 scales (one per group) for one vector x[D].
+  // x must be finite: encode is the hot path and does not check; the cache's append validates.
   void encode_codes(const float* x, uint8_t* codes, uint16_t* scales) const;
   // encode_codes + pack: packed[code_bytes()], scales[n_groups()].
   void encode(const float* x, uint8_t* packed, uint16_t* scales) const;
