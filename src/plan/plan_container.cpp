@@ -223,7 +223,6 @@ std::vector<StoredSection> read_container(const uint8_t* data, size_t size, cons
   std::vector<StoredSection> found(known.size());
   std::vector<bool> seen(known.size(), false);
   std::vector<StoredSection> all;
-  std::vector<uint64_t> sums;
   uint64_t end = table_end;
   for (uint32_t i = 0; i < count; ++i) {
     const uint8_t* e = data + header_size + uint64_t(i) * entry_size;
@@ -236,6 +235,7 @@ std::vector<StoredSection> read_container(const uint8_t* data, size_t size, cons
     const uint64_t offset = load_le(e + kEntOffset, 8);
     s.stored_size = load_le(e + kEntStored, 8);
     s.raw_size = load_le(e + kEntRaw, 8);
+    s.checksum = load_le(e + kEntChecksum, 8);
     s.compressed = (flags & kFlagZstd) != 0;
     if (offset != align8(end))
       corrupt(name + ": offset is " + std::to_string(offset) + ", expected " + std::to_string(align8(end)));
@@ -268,15 +268,14 @@ std::vector<StoredSection> read_container(const uint8_t* data, size_t size, cons
       found[idx] = s;
     }
     all.push_back(s);
-    sums.push_back(load_le(e + kEntChecksum, 8));
   }
   if (end != file_size)
     corrupt(std::to_string(file_size - end) + " bytes after the last section (it ends at " + std::to_string(end) +
             ", file_size is " + std::to_string(file_size) + ")");
-  for (size_t i = 0; i < all.size(); ++i) {
-    const uint64_t want = XXH3_64bits(all[i].stored, size_t(all[i].stored_size));
-    if (sums[i] != want)
-      corrupt("section '" + id_text(all[i].id) + "' checksum mismatch: stored " + hex64(sums[i]) + ", computed " +
+  for (const StoredSection& s : all) {
+    const uint64_t want = XXH3_64bits(s.stored, size_t(s.stored_size));
+    if (s.checksum != want)
+      corrupt("section '" + id_text(s.id) + "' checksum mismatch: stored " + hex64(s.checksum) + ", computed " +
               hex64(want));
   }
   for (size_t k = 0; k < known.size(); ++k)

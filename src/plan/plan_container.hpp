@@ -45,6 +45,7 @@ struct StoredSection {
   const uint8_t* stored = nullptr;
   uint64_t stored_size = 0;
   uint64_t raw_size = 0;
+  uint64_t checksum = 0;  // as stored in the table
 };
 
 // Checks the header, table, layout, versions and every checksum. Returns the sections whose
