@@ -80,9 +80,9 @@ std::string allocation_svg(const Plan& plan) {
   static const char* kColour[9] = {"#ffffff", "#fff5d6", "#fdd49e", "#fdbb84", "#fc8d59",
                                    "#ef6548", "#d7301f", "#b30000", "#7f0000"};
   const uint32_t nb = plan.shape.n_blocks(), rows = plan.shape.n_layers * plan.shape.n_kv_heads;
-  const int cell_w = std::max(4, std::min(24, int(720 / std::max(1u, nb))));
+  const int cell_w = std::max(4, std::min(40, int(720 / std::max(1u, nb))));
   const int cell_h = std::max(2, std::min(18, int(640 / std::max(1u, rows))));
-  const int left = 90, top = 50, width = left + int(nb) * cell_w + 140, height = top + int(rows) * cell_h + 50;
+  const int left = 90, top = 50, width = std::max(left + int(nb) * cell_w + 140, 640), height = top + int(rows) * cell_h + 50;
   std::ostringstream s;
   s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
     << "\" font-family=\"sans-serif\" font-size=\"11\">\n"
@@ -90,7 +90,7 @@ std::string allocation_svg(const Plan& plan) {
     << "<text x=\"" << left << "\" y=\"20\" font-size=\"14\">Bit allocation per RoPE block — "
     << method_name(plan.method) << ", " << fmt("%.3g", plan.k_avg_bits) << " bits/dim, score "
     << score_kind_name(plan.score) << "</text>\n"
-    << "<text x=\"" << left << "\" y=\"38\">block 0 (highest frequency) → block " << nb - 1 << "</text>\n";
+    << "<text x=\"" << left << "\" y=\"38\">columns: RoPE block 0 (highest frequency) → " << nb - 1 << "; rows: layer, then KV head</text>\n";
   for (uint32_t l = 0; l < plan.shape.n_layers; ++l) {
     for (uint32_t h = 0; h < plan.shape.n_kv_heads; ++h) {
       const int y = top + int(l * plan.shape.n_kv_heads + h) * cell_h;
