@@ -30,7 +30,7 @@ if [[ "$fuzz_seconds" != 0 ]]; then
   echo "== libFuzzer: plan reader for ${fuzz_seconds}s"
   [[ -d build-fuzz ]] || CC=clang CXX=clang++ meson setup build-fuzz -Dfuzz=true -Dcuda=disabled \
     -Dtests=false -Dbench=false >/dev/null
-  ninja -C build-fuzz -j "$jobs"
+  ninja -C build-fuzz -j "$jobs" tests/fuzz/fuzz_plan_reader tests/fuzz/make_plan_corpus
   tests/fuzz/run_fuzz.sh build-fuzz "$fuzz_seconds"
 fi
 echo "kvbits: all tests passed"
