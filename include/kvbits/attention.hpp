@@ -1,0 +1,36 @@
+// kvbits — attention on the packed cache (CPU reference backend).
+//
+// The query is rotated once into each key group's basis (q' = R q, tq_mse.hpp), so keys are
+// never un-rotated; V is accumulated in its rotated basis and un-rotated once per output.
+// fp16 sink/window tokens join the same online softmax. Accumulation is fp32 per token, with
+// the softmax in fp32 (max-subtracted, natural exp).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kvbits/cache.hpp"
+
+namespace kvbits {
+
+struct AttentionParams {
+  float scale = 0.0f;  // softmax scale; 0 = 1/sqrt(head_dim)
+};
+
+// Decode: one query token per sequence over everything the cache holds for it (the query's
+// own token is expected to have been appended first).
+//   q   [n_seqs, n_q_heads, D] in q_dtype
+//   out [n_seqs, n_q_heads, D] fp32
+//   lse [n_seqs, n_q_heads] fp32 natural-log sum-exp of the scaled logits, may be null
+// Error(not_found | invalid_argument | shape_mismatch); nothing is written on error.
+void attention_decode(const Cache& cache, uint32_t layer, const uint64_t* seqs, size_t n_seqs, const void* q,
+                      DType q_dtype, float* out, float* lse, const AttentionParams& params);
+
+// Extend: q_len[i] query tokens for sequence i, the last q_len[i] tokens the cache holds for
+// it (appended already), causal: the query at position p sees tokens [0, p].
+//   q [sum q_len, n_q_heads, D], out likewise fp32, lse [sum q_len, n_q_heads] or null.
+void attention_extend(const Cache& cache, uint32_t layer, const uint64_t* seqs, const uint32_t* q_len,
+                      size_t n_seqs, const void* q, DType q_dtype, float* out, float* lse,
+                      const AttentionParams& params);
+
+}  // namespace kvbits
