@@ -16,7 +16,7 @@ struct AttendScratch {
   OnlineSoftmax softmax;
   std::vector<float> logits;     // [n][kTile]
   std::vector<uint32_t> nvis;    // [n]
-  std::vector<float> row;        // [dim]
+  std::vector<float> rows;       // [kTile][dim] decoded K, then V, rows of a tile
   std::vector<double> unrotate;  // [dim]
 };
 

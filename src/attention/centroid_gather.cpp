@@ -11,22 +11,24 @@ inline uint64_t load_le(const uint8_t* src, uint32_t n_bytes) {
 }
 
 template <int B>
-void gather(const uint8_t* codes, uint32_t n, const float* centroids, float* out) {
+void gather(const uint8_t* codes, uint32_t n, const float* centroids, float scale, float* out) {
   constexpr uint64_t mask = (uint64_t(1) << B) - 1;
   uint32_t j = 0;
   for (; j + 8 <= n; j += 8, codes += B, out += 8) {
     const uint64_t w = load_le(codes, B);
-    for (int k = 0; k < 8; ++k) out[k] = centroids[(w >> (k * B)) & mask];
+    // Unrolled: constant shifts, eight independent loads.
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) out[k] = scale * centroids[(w >> (k * B)) & mask];
   }
   const uint32_t rest = n - j;
   if (rest == 0) return;
   const uint64_t w = load_le(codes, (rest * B + 7) / 8);
-  for (uint32_t k = 0; k < rest; ++k) out[k] = centroids[(w >> (k * B)) & mask];
+  for (uint32_t k = 0; k < rest; ++k) out[k] = scale * centroids[(w >> (k * B)) & mask];
 }
 
 template <>
-void gather<8>(const uint8_t* codes, uint32_t n, const float* centroids, float* out) {
-  for (uint32_t j = 0; j < n; ++j) out[j] = centroids[codes[j]];
+void gather<8>(const uint8_t* codes, uint32_t n, const float* centroids, float scale, float* out) {
+  for (uint32_t j = 0; j < n; ++j) out[j] = scale * centroids[codes[j]];
 }
 
 }  // namespace
