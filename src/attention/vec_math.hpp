@@ -33,14 +33,6 @@ inline float dot(const float* a, const float* b, uint32_t n) {
   return s;
 }
 
-// y[i] += a * x[i]
-inline void axpy(float* y, float a, const float* x, uint32_t n) {
-  const f32x4 av = {a, a, a, a};
-  uint32_t i = 0;
-  for (; i + 4 <= n; i += 4) store4(y + i, load4(y + i) + av * load4(x + i));
-  for (; i < n; ++i) y[i] += a * x[i];
-}
-
 // y[i] *= a
 inline void scale_in_place(float* y, float a, uint32_t n) {
   for (uint32_t i = 0; i < n; ++i) y[i] *= a;
