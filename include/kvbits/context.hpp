@@ -37,8 +37,9 @@ class Context {
   // Runs fn(i) for i in [0, n) on the worker threads and waits. The first exception thrown by
   // any fn is rethrown here after all work has stopped.
   // [0, n) is cut into min(n, n_threads) contiguous ranges, the same for the same n; the
-  // calling thread runs the first. After a throw the other ranges stop at their next index
-  // and the exception of the lowest failing index seen is rethrown. A nested call (from
+  // calling thread runs the first. After a throw at index i the other ranges skip their
+  // indices above i but run those below it, so the exception rethrown is the one of the
+  // lowest failing index, as a serial loop would throw. A nested call (from
   // inside fn) runs inline instead of deadlocking; callers on other threads take turns.
   void parallel_for(size_t n, const std::function<void(size_t)>& fn) const;
 

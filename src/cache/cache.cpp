@@ -1,5 +1,6 @@
 // Cache: construction (config checks, quantizers, page layouts, the pool), sequences, and
 // the read-only queries. Append, read and fork live in their own files.
+#include <new>
 #include <string>
 #include <utility>
 
@@ -176,11 +177,21 @@ std::vector<uint64_t> Cache::sequences() const { return impl_->seqs.ids(); }
 
 void Cache::append(uint32_t layer, const uint64_t* seqs, const uint32_t* n_tokens, size_t n_seqs, const void* k,
                    const void* v, DType dtype) {
-  impl_->append(layer, seqs, n_tokens, n_seqs, k, v, dtype);
+  // Every allocation of an append happens before its commit, so running out of memory
+  // leaves the cache unchanged too.
+  try {
+    impl_->append(layer, seqs, n_tokens, n_seqs, k, v, dtype);
+  } catch (const std::bad_alloc&) {
+    fail(StatusCode::out_of_memory, "cache: append: out of memory; nothing was appended");
+  }
 }
 
 void Cache::read(uint64_t seq, uint32_t layer, uint32_t pos, uint32_t n, float* k, float* v) const {
-  impl_->read(seq, layer, pos, n, k, v);
+  try {
+    impl_->read(seq, layer, pos, n, k, v);
+  } catch (const std::bad_alloc&) {
+    fail(StatusCode::out_of_memory, "cache: read: out of memory");
+  }
 }
 
 CacheStats Cache::stats() const {

@@ -11,6 +11,7 @@
 // do not depend on how the tokens were split into append calls.
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -240,19 +241,10 @@ void Cache::Impl::append(uint32_t layer, const uint64_t* seq_ids, const uint32_t
       }
   }
 
-  // ---- 6. commit: nothing below can fail ----
-  for (SeqAppend& p : plan) {
-    SeqLayer& sl = p.seq->layers[layer];
-    if (p.new_block) sl.fp16 = std::move(p.new_block);
-    if (p.n_packed() == 0) continue;
-    std::vector<uint32_t>& pages = p.seq->pages;
-    for (size_t idx = page_index(p.qstart); idx < pages_for(p.qend1); ++idx) {
-      if (idx >= pages.size()) pages.push_back(pool.allocate());  // capacity reserved in step 4
-      else if (pool.refcount(pages[idx]) > 1) copy_on_write(*p.seq, idx);
-    }
-  }
+  // ---- 6. commit: nothing below can fail (the row writers are built first: building a
+  // std::function may allocate) ----
   // Page rows first: for fp16 layers they read ring rows that the ring writes below reuse.
-  ctx.parallel_for(n_packed * n_heads, [&](size_t item) {
+  const std::function<void(size_t)> write_page_rows = [&](size_t item) {
     const PackedToken& pt = packed[item / n_heads];
     const SeqAppend& p = plan[pt.entry];
     const uint32_t h = uint32_t(item % n_heads);
@@ -274,23 +266,33 @@ void Cache::Impl::append(uint32_t layer, const uint64_t* seq_ids, const uint32_t
       uint16_t* out = reinterpret_cast<uint16_t*>(tensor == 0 ? row.k_codes : row.v_codes);
       for (uint32_t d = 0; d < head_dim; ++d) out[d] = float_to_half(x[d]);
     }
-  });
+  };
   // Sink and ring rows of the new tokens.
-  if (sink + window > 0)
-    ctx.parallel_for(rows, [&](size_t r) {
-      const SeqAppend& p = plan[row_entry[r]];
-      const uint32_t t = row_token(r);
-      if (t >= sink && t < p.qend1) return;  // packed above
-      const SeqLayer& sl = p.seq->layers[layer];
-      for (uint32_t h = 0; h < n_heads; ++h)
-        for (int tensor = 0; tensor < 2; ++tensor) {
-          const bool is_v = tensor == 1;
-          uint16_t* out = t < sink ? sink_row(sl, is_v, h, t) : ring_row(sl, is_v, h, t);
-          const size_t first = r * row_elems + size_t(h) * head_dim;
-          for (uint32_t d = 0; d < head_dim; ++d)
-            out[d] = float_to_half(cache_detail::load_value(is_v ? v : k, first + d, dtype));
-        }
-    });
+  const std::function<void(size_t)> write_fp16_rows = [&](size_t r) {
+    const SeqAppend& p = plan[row_entry[r]];
+    const uint32_t t = row_token(r);
+    if (t >= sink && t < p.qend1) return;  // packed above
+    const SeqLayer& sl = p.seq->layers[layer];
+    for (uint32_t h = 0; h < n_heads; ++h)
+      for (int tensor = 0; tensor < 2; ++tensor) {
+        const bool is_v = tensor == 1;
+        uint16_t* out = t < sink ? sink_row(sl, is_v, h, t) : ring_row(sl, is_v, h, t);
+        const size_t first = r * row_elems + size_t(h) * head_dim;
+        for (uint32_t d = 0; d < head_dim; ++d)
+          out[d] = float_to_half(cache_detail::load_value(is_v ? v : k, first + d, dtype));
+      }
+  };
+  for (SeqAppend& p : plan) {
+    if (p.new_block) p.seq->layers[layer].fp16 = std::move(p.new_block);
+    if (p.n_packed() == 0) continue;
+    std::vector<uint32_t>& pages = p.seq->pages;
+    for (size_t idx = page_index(p.qstart); idx < pages_for(p.qend1); ++idx) {
+      if (idx >= pages.size()) pages.push_back(pool.allocate());  // capacity reserved in step 4
+      else if (pool.refcount(pages[idx]) > 1) copy_on_write(*p.seq, idx);
+    }
+  }
+  ctx.parallel_for(n_packed * n_heads, write_page_rows);
+  if (sink + window > 0) ctx.parallel_for(rows, write_fp16_rows);
   for (SeqAppend& p : plan) {
     SeqLayer& sl = p.seq->layers[layer];
     sl.len = p.len1;

@@ -64,7 +64,7 @@ void ThreadPool::run(size_t n, const std::function<void(size_t)>& fn) {
     job_parts_ = parts;
     parts_left_ = parts - 1;
     job_fn_ = &fn;
-    failed_ = false;
+    error_index_ = SIZE_MAX;
     error_ = nullptr;
     ++generation_;
   }
@@ -85,16 +85,15 @@ void ThreadPool::run_part(uint32_t part) {
   ActivePoolScope scope(this);
   const size_t end = part_begin(job_n_, job_parts_, part + 1);
   for (size_t i = part_begin(job_n_, job_parts_, part); i < end; ++i) {
-    if (failed_.load(std::memory_order_relaxed)) return;
+    if (i > error_index_.load(std::memory_order_relaxed)) return;  // a lower index failed
     try {
       (*job_fn_)(i);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mu_);
-      if (!failed_.load() || i < error_index_) {
+      if (i < error_index_.load()) {
         error_index_ = i;
         error_ = std::current_exception();
       }
-      failed_ = true;
       return;
     }
   }

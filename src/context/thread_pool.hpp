@@ -28,8 +28,9 @@ class ThreadPool {
 
   uint32_t size() const { return uint32_t(workers_.size()) + 1; }
 
-  // Runs fn(i) for every i in [0, n) and waits. After a throw, the parts still running stop
-  // at their next index; the exception of the lowest failing index seen is rethrown. A call
+  // Runs fn(i) for every i in [0, n) and waits. After a throw at index i, the other parts
+  // stop before their next index above i but still run every index below it, so the
+  // exception rethrown is the one of the lowest failing index, as in a serial loop. A call
   // from inside a job (or from a second thread while one runs) does not deadlock: nested
   // calls run inline, concurrent callers take turns.
   void run(size_t n, const std::function<void(size_t)>& fn);
@@ -50,8 +51,7 @@ class ThreadPool {
   uint32_t job_parts_ = 0;
   uint32_t parts_left_ = 0;  // worker parts not yet finished
   const std::function<void(size_t)>* job_fn_ = nullptr;
-  std::atomic<bool> failed_{false};  // read without the lock between indices
-  size_t error_index_ = 0;
+  std::atomic<size_t> error_index_{SIZE_MAX};  // lowest failing index; read between indices
   std::exception_ptr error_;
 };
 

@@ -66,7 +66,8 @@ void check_bytes(const Cache& cache, uint64_t seq, uint32_t layer, const std::ve
         }
         continue;
       }
-      const HeadQuantizers& q = cache.quantizers(layer, h);
+      // Quantizers built here from the plan, independently of the cache's own.
+      const HeadQuantizers q = make_head_quantizers(cache.plan(), layer, h);
       for (int tensor = 0; tensor < 2; ++tensor) {
         const TqQuantizer& tq = tensor == 0 ? q.k : q.v;
         std::vector<float> x(tensor == 0 ? xk : xv, (tensor == 0 ? xk : xv) + D);

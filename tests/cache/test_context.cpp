@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -93,7 +94,7 @@ TEST(Context, PartitioningIsContiguousAndTheSameEveryTime) {
 }
 
 TEST(Context, TheLowestFailingIndexIsRethrownAfterAllWorkStopped) {
-  for (uint32_t threads : {1u, 4u}) {
+  for (uint32_t threads : {1u, 4u, 4u, 4u, 8u}) {
     Context ctx = cpu(threads);
     std::atomic<int> running{0};
     try {
@@ -107,13 +108,32 @@ TEST(Context, TheLowestFailingIndexIsRethrownAfterAllWorkStopped) {
       });
       FAIL();
     } catch (const std::runtime_error& e) {
-      EXPECT_EQ(std::string(e.what()), "failed at 2") << threads;
+      EXPECT_EQ(std::string(e.what()), "failed at 2") << threads;  // as a serial loop, always
     }
     EXPECT_EQ(running.load(), 0);
     // The pool stays usable.
     std::atomic<size_t> sum{0};
     ctx.parallel_for(100, [&](size_t i) { sum += i; });
     EXPECT_EQ(sum.load(), 4950u);
+  }
+  // Indices below the failing one all run; the one that fails first in time may be higher.
+  for (int rep = 0; rep < 20; ++rep) {
+    Context ctx = cpu(4);
+    std::vector<std::atomic<int>> ran(40);
+    try {
+      ctx.parallel_for(40, [&](size_t i) {
+        ran[i] = 1;
+        if (i == 35) throw std::runtime_error("late");
+        if (i == 12) {
+          std::this_thread::sleep_for(std::chrono::microseconds(200));
+          throw std::runtime_error("early");
+        }
+      });
+      FAIL();
+    } catch (const std::runtime_error& e) {
+      EXPECT_EQ(std::string(e.what()), "early");
+    }
+    for (size_t i = 0; i <= 12; ++i) EXPECT_EQ(ran[i].load(), 1) << i;
   }
   Context ctx = cpu(3);
   try {
