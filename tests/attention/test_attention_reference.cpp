@@ -51,7 +51,8 @@ TEST(Attention, DecodeMatchesFp64OverTheCacheForEveryGqaRatioAndHeadDim) {
   for (uint32_t D : {8u, 64u, 128u, 256u})
     for (uint32_t G : {1u, 2u, 4u, 8u, 16u}) {
       ScenarioConfig c;
-      c.shape = make_shape(1, 2 * G, 2, D);
+      // D = 8 as the bundled stories260K model: interleaved RoPE pairs.
+      c.shape = make_shape(1, 2 * G, 2, D, 0, D == 8 ? RopeLayout::interleaved : RopeLayout::split_half);
       c.cache.page_size = page_sizes[k % 4];
       c.cache.sink_tokens = policies[k % 4].sink;
       c.cache.window_tokens = policies[k % 4].window;
