@@ -1,7 +1,9 @@
 // The call contract: determinism across thread counts, decode == extend with q_len 1, every
-// bad input's status, and that a failed call writes nothing (out/lse keep a sentinel).
+// bad input's status, that a failed call writes nothing (out/lse keep a sentinel), and that
+// the LSE output merges attention over split contexts.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -164,4 +166,41 @@ TEST(AttentionContract, ErrorMessagesNameTheCulprit) {
               std::string::npos)
         << e.what();
   }
+}
+
+TEST(AttentionContract, LseMergesAttentionOverSplitContexts) {
+  // Without sink/window a token's packed bytes do not depend on its position, so attention over
+  // T1 + T2 must equal the LSE merge of attention over T1 and attention over T2.
+  ScenarioConfig c = base_config(2);
+  c.shape = make_shape(1, 8, 2, 64);
+  c.cache.sink_tokens = 0, c.cache.window_tokens = 0;
+  c.lengths = {0, 0, 0};
+  Scenario sc(c);
+  const ModelShape& sh = sc.shape();
+  const uint32_t n1 = 50, n2 = 70, n12 = n1 + n2;
+  const auto k = structured_vectors(sh, n12, sh.n_kv_heads, 1), v = structured_vectors(sh, n12, sh.n_kv_heads, 2);
+  const size_t row = size_t(sh.n_kv_heads) * sh.head_dim;
+  const auto& s = sc.seqs();
+  sc.cache().append(0, &s[0], &n1, 1, k.data(), v.data(), DType::f32);
+  sc.cache().append(0, &s[1], &n2, 1, k.data() + n1 * row, v.data() + n1 * row, DType::f32);
+  sc.cache().append(0, &s[2], &n12, 1, k.data(), v.data(), DType::f32);
+  const auto q = sc.queries(1, 4);
+  const size_t H = sh.n_q_heads, D = sh.head_dim;
+  std::vector<float> out[3], lse[3];
+  for (int i = 0; i < 3; ++i) {
+    out[i].resize(H * D), lse[i].resize(H);
+    attention_decode(sc.cache(), 0, &s[i], 1, q.data(), DType::f32, out[i].data(), lse[i].data(), {});
+  }
+  std::vector<double> merged(D);
+  ErrorStats st;
+  for (size_t h = 0; h < H; ++h) {
+    const double m = std::max(lse[0][h], lse[1][h]);
+    const double a = std::exp(lse[0][h] - m), b = std::exp(lse[1][h] - m);
+    for (size_t d = 0; d < D; ++d) merged[d] = (a * out[0][h * D + d] + b * out[1][h * D + d]) / (a + b);
+    st.add_row(&out[2][h * D], merged.data(), uint32_t(D));
+    st.add_lse(lse[2][h], m + std::log(a + b));
+  }
+  std::printf("LSE merge of split contexts: max rel err %.3g, max lse err %.3g\n", st.max_rel, st.max_lse);
+  EXPECT_LT(st.max_rel, 1e-5);
+  EXPECT_LT(st.max_lse, 1e-5);
 }
