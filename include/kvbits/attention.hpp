@@ -19,16 +19,27 @@ struct AttentionParams {
 
 // Decode: one query token per sequence over everything the cache holds for it (the query's
 // own token is expected to have been appended first).
-//   q   [n_seqs, n_q_heads, D] in q_dtype
+//   q   [n_seqs, n_q_heads, D] in q_dtype (post-RoPE; f32, f16 or bf16)
 //   out [n_seqs, n_q_heads, D] fp32
 //   lse [n_seqs, n_q_heads] fp32 natural-log sum-exp of the scaled logits, may be null
-// Error(not_found | invalid_argument | shape_mismatch); nothing is written on error.
+// Query head qh reads KV head qh / (n_q_heads / n_kv_heads). n_seqs == 0 does nothing.
+// Errors (nothing is written on error; docs/attention.md):
+//   null_pointer      seqs, q or out null (n_seqs > 0)
+//   not_found         a sequence the cache does not hold
+//   invalid_argument  layer out of range, unknown dtype, scale not finite or < 0, a sequence
+//                     with no tokens in the layer, a non-finite query value
+//   unsupported       the cache's context is not the CPU backend
+//   out_of_memory     scratch could not be allocated
+// Thread safety: reads the cache only (like its const members); never concurrent with append.
+// Results are identical for any thread count and equal attention_extend with q_len = 1.
 void attention_decode(const Cache& cache, uint32_t layer, const uint64_t* seqs, size_t n_seqs, const void* q,
                       DType q_dtype, float* out, float* lse, const AttentionParams& params);
 
 // Extend: q_len[i] query tokens for sequence i, the last q_len[i] tokens the cache holds for
 // it (appended already), causal: the query at position p sees tokens [0, p].
 //   q [sum q_len, n_q_heads, D], out likewise fp32, lse [sum q_len, n_q_heads] or null.
+// Errors as attention_decode, plus null_pointer for a null q_len and invalid_argument for
+// q_len[i] == 0 or q_len[i] > the sequence's length in the layer.
 void attention_extend(const Cache& cache, uint32_t layer, const uint64_t* seqs, const uint32_t* q_len,
                       size_t n_seqs, const void* q, DType q_dtype, float* out, float* lse,
                       const AttentionParams& params);
