@@ -13,9 +13,17 @@
 //   [qend, len)     fp16 "recent window" ring, at most window_tokens tokens: token t in ring
 //                   row (t - sink) % window_tokens.
 // Appending moves the oldest window tokens into pages once more than window_tokens are held.
+// With a window, every non-sink token is encoded from its fp16 value (the value the window
+// holds), so packed bytes never depend on how tokens were split into append calls.
+// fp16 layers (plan keep_fp16) use the same positions; their "packed" rows are fp16.
 // Each layer has its own len/qend (layers are appended one after another); pages are shared.
 // Forked sequences share full pages (reference counted); a shared page is copied before it is
 // written (copy-on-write), so a prefix is never re-quantized.
+// Rows of a page that its owner has not written are zero; a shared page may also hold rows
+// of another sharer past this sequence's qend (never read).
+//
+// Thread safety: const member functions may run concurrently with each other; append, add,
+// remove and fork need exclusive access.
 #pragma once
 
 #include <cstddef>
@@ -31,10 +39,10 @@ namespace kvbits {
 
 struct CacheConfig {
   uint32_t page_size = 64;     // tokens per page, 1..4096 (64: a decode tile; see docs)
-  uint64_t max_pages = 0;      // pool capacity; must be > 0
-  uint32_t max_sequences = 1024;
+  uint64_t max_pages = 0;      // pool capacity; 1..2^32-1
+  uint32_t max_sequences = 1024;  // 1..2^24
   int64_t sink_tokens = -1;    // -1: the plan's policy
-  int64_t window_tokens = -1;  // -1: the plan's policy
+  int64_t window_tokens = -1;  // -1: the plan's policy; else 0..2^24 (as sink_tokens)
 };
 
 // Byte layout of one page of one (layer, KV head).
@@ -43,8 +51,10 @@ struct PageLayout {
   uint32_t k_code_bytes = 0;     // per token (fp16 layer: 2*D)
   uint32_t n_k_scales = 0;       // per token (fp16 layer: 0)
   uint32_t v_code_bytes = 0;     // per token (fp16 layer: 2*D)
-  size_t k_codes = 0, k_scales = 0, v_codes = 0, v_scales = 0;  // byte offsets in the page
-  size_t page_bytes = 0;         // multiple of 16
+  // Byte offsets in the page, each a multiple of 16 (fp16 layer: K rows at k_codes, V rows at
+  // v_codes; k_scales == v_codes and v_scales == end of V name empty arrays).
+  size_t k_codes = 0, k_scales = 0, v_codes = 0, v_scales = 0;
+  size_t page_bytes = 0;         // multiple of 64: every page starts on a cache line
 };
 
 struct CacheStats {
@@ -76,7 +86,8 @@ struct SeqLayerView {
 
 class Cache {
  public:
-  // Error(invalid_argument | out_of_memory | unsupported).
+  // Error(invalid_argument | out_of_memory | unsupported), Error(null_pointer) for a null plan.
+  // The whole pool (max_pages pages) is allocated here, once.
   Cache(std::shared_ptr<const Plan> plan, const Context& ctx, const CacheConfig& cfg);
   ~Cache();
   Cache(const Cache&) = delete;
@@ -94,6 +105,8 @@ class Cache {
   uint64_t add_sequence();                         // Error(capacity_exhausted) at max_sequences
   void remove_sequence(uint64_t seq);              // Error(not_found); pages return to the pool
   // New sequence sharing the first prefix_len tokens of src (every layer must hold them).
+  // Takes no page (full and partial pages are shared); Error(not_found | invalid_argument |
+  // capacity_exhausted (max_sequences) | out_of_memory).
   uint64_t fork_sequence(uint64_t src, uint32_t prefix_len);
   uint32_t length(uint64_t seq, uint32_t layer) const;  // Error(not_found | invalid_argument)
   bool has_sequence(uint64_t seq) const;
@@ -103,11 +116,18 @@ class Cache {
   // seqs[i] gets n_tokens[i] tokens; k and v are [sum n_tokens, n_kv_heads, D] row-major in
   // `dtype`, sequence after sequence. All-or-nothing: on any error (unknown or repeated
   // sequence, non-finite value, pool exhausted) nothing changes.
+  // Errors: null_pointer (seqs, n_tokens, k or v null); not_found (unknown sequence);
+  // invalid_argument (layer out of range, n_seqs == 0, some n_tokens[i] == 0, a sequence
+  // twice, unknown dtype, a non-finite value, a value outside the fp16 range where it is to be
+  // held in fp16, a group norm too large for an fp16 scale; the message names the sequence,
+  // token, head and dim); capacity_exhausted ("needs N new pages, M free", counting the
+  // copies of shared pages about to be written); out_of_memory.
   void append(uint32_t layer, const uint64_t* seqs, const uint32_t* n_tokens, size_t n_seqs, const void* k,
               const void* v, DType dtype);
 
   // Reads tokens [pos, pos+n) of (seq, layer) back as fp32 [n, n_kv_heads, D]: dequantized
-  // for packed tokens, exact for fp16 ones. Either output may be null.
+  // for packed tokens, exact for fp16 ones. Either output may be null; n may be 0.
+  // Error(not_found | invalid_argument (layer, or [pos, pos+n) past the length)).
   void read(uint64_t seq, uint32_t layer, uint32_t pos, uint32_t n, float* k, float* v) const;
 
   CacheStats stats() const;

@@ -21,18 +21,25 @@ class ThreadPool;
 
 class Context {
  public:
-  // Error(unsupported) if CUDA is asked for and this build or machine has none.
+  // Error(unsupported) if CUDA is asked for and this build or machine has none. The CUDA
+  // backend arrives with the GPU issue: until then `automatic` resolves to the CPU and `cuda`
+  // is always refused. Error(invalid_argument) for n_threads > 1024 or an unknown backend;
+  // Error(out_of_memory) if the worker threads cannot be started.
   explicit Context(const ContextConfig& cfg);
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
 
   Backend backend() const { return backend_; }
-  int device() const { return device_; }
+  int device() const { return device_; }  // -1 on the CPU backend
   uint32_t n_threads() const;
 
   // Runs fn(i) for i in [0, n) on the worker threads and waits. The first exception thrown by
-  // any fn is rethrown here after all work has stopped. Not reentrant.
+  // any fn is rethrown here after all work has stopped.
+  // [0, n) is cut into min(n, n_threads) contiguous ranges, the same for the same n; the
+  // calling thread runs the first. After a throw the other ranges stop at their next index
+  // and the exception of the lowest failing index seen is rethrown. A nested call (from
+  // inside fn) runs inline instead of deadlocking; callers on other threads take turns.
   void parallel_for(size_t n, const std::function<void(size_t)>& fn) const;
 
  private:

@@ -1,0 +1,80 @@
+// Cache: removing and forking sequences, and the copy-on-write of shared pages.
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "cache_impl.hpp"
+#include "kvbits/status.hpp"
+
+namespace kvbits {
+
+using cache_detail::Sequence;
+using cache_detail::SeqLayer;
+
+void Cache::Impl::remove(uint64_t id) {
+  seqs.get(id);  // Error(not_found)
+  std::unique_ptr<Sequence> seq = seqs.take(id);
+  for (uint32_t page : seq->pages) pool.release(page);
+}
+
+uint64_t Cache::Impl::fork(uint64_t src_id, uint32_t prefix_len) {
+  const Sequence& src = seqs.get(src_id);
+  for (uint32_t l = 0; l < n_layers; ++l)
+    if (prefix_len > src.layers[l].len)
+      fail(StatusCode::invalid_argument, "cache: fork: prefix_len " + std::to_string(prefix_len) + " exceeds layer " +
+                                             std::to_string(l) + "'s length " + std::to_string(src.layers[l].len) +
+                                             " of sequence " + std::to_string(src_id));
+  seqs.require_room();
+  uint64_t id = 0;
+  try {
+    auto fork = std::make_unique<Sequence>();
+    fork->layers.resize(n_layers);
+    size_t shared_pages = 0;
+    for (uint32_t l = 0; l < n_layers; ++l) {
+      const SeqLayer& from = src.layers[l];
+      SeqLayer& to = fork->layers[l];
+      to.len = prefix_len;
+      // Tokens src already packed stay packed: the fork shares their pages, never re-encodes.
+      to.qend = std::min(from.qend, prefix_len);
+      shared_pages = std::max(shared_pages, pages_for(to.qend));
+      if (prefix_len == 0 || !from.fp16) continue;
+      to.fp16.reset(new uint16_t[fp16_block_elems()]());
+      const size_t row_bytes = size_t(head_dim) * 2;
+      for (uint32_t h = 0; h < n_heads; ++h)
+        for (int tensor = 0; tensor < 2; ++tensor) {
+          const bool is_v = tensor == 1;
+          for (uint32_t t = 0; t < std::min(prefix_len, sink); ++t)
+            std::memcpy(sink_row(to, is_v, h, t), sink_row(from, is_v, h, t), row_bytes);
+          for (uint32_t t = std::max(to.qend, sink); t < prefix_len; ++t)
+            std::memcpy(ring_row(to, is_v, h, t), ring_row(from, is_v, h, t), row_bytes);
+        }
+    }
+    fork->pages.assign(src.pages.begin(), src.pages.begin() + std::ptrdiff_t(shared_pages));
+    id = seqs.insert(std::move(fork));
+  } catch (const std::bad_alloc&) {
+    fail(StatusCode::out_of_memory, "cache: out of memory forking sequence " + std::to_string(src_id));
+  }
+  for (uint32_t page : seqs.find(id)->pages) pool.retain(page);
+  return id;
+}
+
+void Cache::Impl::copy_on_write(Sequence& seq, size_t index) noexcept {
+  const uint32_t old_page = seq.pages[index];
+  const uint32_t new_page = pool.allocate();
+  const uint64_t page_first = uint64_t(sink) + uint64_t(index) * page_size;  // first token of the page
+  for (uint32_t l = 0; l < n_layers; ++l) {
+    // Only the rows this sequence owns; rows of other sharers stay out (the copy is zeroed).
+    const uint64_t qend = seq.layers[l].qend;
+    const uint32_t rows = qend > page_first ? uint32_t(std::min<uint64_t>(qend - page_first, page_size)) : 0;
+    if (rows == 0) continue;
+    for (uint32_t h = 0; h < n_heads; ++h) {
+      const size_t r = slot(l, h);
+      cache_detail::copy_rows(layouts[r], pool.page(r, new_page), pool.page(r, old_page), rows);
+    }
+  }
+  pool.release(old_page);
+  seq.pages[index] = new_page;
+}
+
+}  // namespace kvbits

@@ -1,0 +1,56 @@
+// kvbits — reading rows of the caller's K/V activations (fp32, fp16 or bf16) as fp32.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "kvbits/half.hpp"
+#include "kvbits/types.hpp"
+
+namespace kvbits::cache_detail {
+
+// Element i of a buffer of `t` values as fp32; fp16 and bf16 convert exactly.
+inline float load_value(const void* p, size_t i, DType t) {
+  const char* b = static_cast<const char*>(p);
+  if (t == DType::f32) {
+    float f;
+    std::memcpy(&f, b + 4 * i, 4);
+    return f;
+  }
+  uint16_t h;
+  std::memcpy(&h, b + 2 * i, 2);
+  return t == DType::f16 ? half_to_float(h) : bf16_to_float(h);
+}
+
+// out[j] = element first + j, j < n.
+inline void load_row(const void* p, size_t first, uint32_t n, DType t, float* out) {
+  if (t == DType::f32) {
+    std::memcpy(out, static_cast<const char*>(p) + 4 * first, size_t(n) * 4);
+    return;
+  }
+  for (uint32_t j = 0; j < n; ++j) out[j] = load_value(p, first + j, t);
+}
+
+inline bool fits_fp16(float x) { return (float_to_half(x) & 0x7C00u) != 0x7C00u; }
+
+enum class ValueProblem : uint8_t { none = 0, non_finite = 1, fp16_overflow = 2 };
+
+// The first bad value of a row: non-finite, or (when it is to be stored in fp16) beyond the
+// fp16 range. *dim receives its index.
+inline ValueProblem check_row(const void* p, size_t first, uint32_t n, DType t, bool to_fp16, uint32_t* dim) {
+  for (uint32_t j = 0; j < n; ++j) {
+    const float x = load_value(p, first + j, t);
+    ValueProblem problem = ValueProblem::none;
+    if (!std::isfinite(x)) problem = ValueProblem::non_finite;
+    else if (to_fp16 && !fits_fp16(x)) problem = ValueProblem::fp16_overflow;
+    if (problem != ValueProblem::none) {
+      *dim = j;
+      return problem;
+    }
+  }
+  return ValueProblem::none;
+}
+
+}  // namespace kvbits::cache_detail
