@@ -88,4 +88,10 @@ void ErrorStats::add_lse(float got, double ref) {
   max_lse = e == e ? std::max(max_lse, e) : INFINITY;
 }
 
+void ErrorStats::merge(const ErrorStats& o) {
+  max_rel = std::max(max_rel, o.max_rel);
+  max_lse = std::max(max_lse, o.max_lse);
+  rows += o.rows;
+}
+
 }  // namespace kvbits::test_attn

@@ -33,6 +33,7 @@ struct ErrorStats {
   size_t rows = 0;
   void add_row(const float* got, const double* ref, uint32_t D);
   void add_lse(float got, double ref);
+  void merge(const ErrorStats& o);
 };
 
 }  // namespace kvbits::test_attn
