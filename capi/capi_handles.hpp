@@ -3,7 +3,6 @@
 #pragma once
 
 #include <memory>
-#include <mutex>
 
 #include "capi_util.hpp"
 #include "kvbits/cache.hpp"
@@ -13,12 +12,11 @@
 
 namespace kvbits::capi {
 
+// A context's worker pool takes calls from several threads in turns (context.hpp), so the C
+// layer adds no lock of its own around work; only the error text needs one (ErrorSink).
 struct ContextState {
   explicit ContextState(const ContextConfig& cfg) : context(cfg) {}
   Context context;
-  // Context::parallel_for is not reentrant: every call that may run on the pool (all cache and
-  // attention calls) holds this, so two threads sharing a context cannot collide.
-  std::mutex work;
   ErrorSink errors;  // kvb_context_last_error
 };
 

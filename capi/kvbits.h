@@ -36,10 +36,10 @@
  *   free functions     (version, status strings, *_default, kvb_error_init) are thread-safe.
  *   kvb_plan           immutable once created: any number of threads, contexts and caches may
  *                      use one plan at once.
- *   kvb_context        thread-safe. Calls that run work on its thread pool (append, read,
- *                      attention, and every other call on its caches) take the context's lock,
- *                      so they run one at a time per context: use one context per thread for
- *                      parallel throughput. kvb_context_last_error may be called at any time.
+ *   kvb_context        thread-safe. Work submitted through it from several threads (append,
+ *                      read and attention on any of its caches) takes turns on its one worker
+ *                      pool: use one context per thread for parallel throughput.
+ *                      kvb_context_last_error may be called at any time.
  *   kvb_cache          needs external synchronisation: never call two functions on the same
  *                      cache at once (queries included) unless you hold your own lock. Different
  *                      caches may be used from different threads.
@@ -335,12 +335,12 @@ typedef struct kvb_cache kvb_cache;
 typedef struct kvb_cache_params {
   uint32_t struct_size;   /* = sizeof(kvb_cache_params) */
   uint32_t page_size;     /* tokens per page, 1..4096; default 64 */
-  uint64_t max_pages;     /* pool capacity in pages, > 0; default 0: must be set */
-  int64_t sink_tokens;    /* fp16 sink tokens per sequence; -1 (default) = the plan's policy */
-  int64_t window_tokens;  /* fp16 recent window per sequence; -1 (default) = the plan's policy */
+  uint64_t max_pages;     /* pool capacity in pages, 1..2^32-1; default 0: must be set */
+  int64_t sink_tokens;    /* fp16 sink tokens per sequence, 0..2^24; -1 (default) = the plan's */
+  int64_t window_tokens;  /* fp16 recent window per sequence, 0..2^24; -1 (default) = the plan's */
   const kvb_model_shape* model; /* optional: your model's shape; a plan made for another model
                                    is then refused with KVB_ERR_SHAPE_MISMATCH */
-  uint32_t max_sequences; /* 1..2^20; default 1024 */
+  uint32_t max_sequences; /* 1..2^24; default 1024 */
   uint32_t reserved[7];   /* must be zero */
 } kvb_cache_params;
 
@@ -350,9 +350,10 @@ KVB_API void kvb_cache_params_default(kvb_cache_params* params);
 /* Creates an empty cache; its whole page pool is allocated now (kvb_cache_get_stats reports
  * pool_bytes). The cache keeps the context and the plan alive.
  * Returns KVB_OK; KVB_ERR_NULL_POINTER (ctx, plan, params or out); KVB_ERR_INVALID_ARGUMENT (a
- * parameter out of range; the message names it); KVB_ERR_SHAPE_MISMATCH (params->model given
- * and the plan was made for another shape); KVB_ERR_UNSUPPORTED (see kvb_plan_supported);
- * KVB_ERR_OUT_OF_MEMORY. On failure *out = NULL. */
+ * parameter out of range, the message names it; struct_size too small; reserved not zero);
+ * KVB_ERR_SHAPE_MISMATCH (params->model given and the plan was made for another shape);
+ * KVB_ERR_UNSUPPORTED (see kvb_plan_supported); KVB_ERR_OUT_OF_MEMORY (the pool does not fit
+ * in this machine's memory, or allocating it failed). On failure *out = NULL. */
 KVB_API kvb_status kvb_cache_create(kvb_context* ctx, const kvb_plan* plan, const kvb_cache_params* params,
                                     kvb_cache** out, kvb_error* err);
 
@@ -369,10 +370,11 @@ KVB_API kvb_status kvb_cache_seq_add(kvb_cache* cache, uint64_t* id_out, kvb_err
 KVB_API kvb_status kvb_cache_seq_remove(kvb_cache* cache, uint64_t seq, kvb_error* err);
 
 /* Adds a sequence that shares the first prefix_len tokens of src (in every layer, which must
- * all hold at least prefix_len tokens). Full pages are shared copy-on-write, never re-quantized.
+ * all hold at least prefix_len tokens). Pages are shared copy-on-write, never re-quantized, so a
+ * fork takes no page until one side writes to a shared page.
  * Returns KVB_OK; KVB_ERR_NULL_POINTER; KVB_ERR_NOT_FOUND (src); KVB_ERR_INVALID_ARGUMENT
- * (prefix_len longer than a layer of src); KVB_ERR_CAPACITY_EXHAUSTED (sequences or pages).
- * On failure *id_out = KVB_SEQ_NONE and the cache is unchanged. */
+ * (prefix_len longer than a layer of src); KVB_ERR_CAPACITY_EXHAUSTED (max_sequences live);
+ * KVB_ERR_OUT_OF_MEMORY. On failure *id_out = KVB_SEQ_NONE and the cache is unchanged. */
 KVB_API kvb_status kvb_cache_seq_fork(kvb_cache* cache, uint64_t src, uint32_t prefix_len, uint64_t* id_out,
                                       kvb_error* err);
 
@@ -437,7 +439,8 @@ KVB_API void kvb_attention_params_default(kvb_attention_params* params);
  * params may be NULL (defaults). The cache is not modified.
  * Returns KVB_OK; KVB_ERR_NULL_POINTER (cache, seqs, q or out); KVB_ERR_INVALID_ARGUMENT
  * (n_seqs 0 or over max_sequences, layer out of range, unknown dtype, a sequence with no tokens
- * in this layer, bad params); KVB_ERR_NOT_FOUND (unknown sequence); KVB_ERR_DEVICE.
+ * in this layer, a non-finite query value, bad params); KVB_ERR_NOT_FOUND (unknown sequence);
+ * KVB_ERR_OUT_OF_MEMORY; KVB_ERR_DEVICE.
  * On failure out and lse are not written. */
 KVB_API kvb_status kvb_attention_decode(kvb_cache* cache, uint32_t layer, const uint64_t* seqs, size_t n_seqs,
                                         const void* q, kvb_dtype q_dtype, float* out, float* lse,
