@@ -148,8 +148,9 @@ int main(int argc, char** argv) {
   printf("cache: %llu sequences, %llu tokens, %llu of %llu pages used\n", (unsigned long long)stats.sequences,
          (unsigned long long)stats.tokens, (unsigned long long)stats.pages_used,
          (unsigned long long)stats.pages_total);
-  printf("bytes used: %llu packed + %llu fp16 sink/window (fp16 cache: %llu)\n",
-         (unsigned long long)stats.packed_bytes_used, (unsigned long long)stats.fp16_region_bytes,
+  /* Pages are taken whole: a page that is partly filled still counts in full. */
+  printf("bytes used: %llu in pages of %u tokens + %llu fp16 sink/window (the same tokens in fp16: %llu)\n",
+         (unsigned long long)stats.packed_bytes_used, stats.page_size, (unsigned long long)stats.fp16_region_bytes,
          (unsigned long long)stats.tokens * info.n_layers * 4u * kv_row);
   rc = 0;
 
