@@ -1,16 +1,20 @@
 // C API: version, status strings and plans.
 #include <memory>
 
-#include "capi_util.hpp"
+#include "capi_handles.hpp"
 #include "kvbits/plan_format.hpp"
 #include "kvbits_config.h"
 
-struct kvb_plan {
-  kvbits::Plan plan;
-};
-
 using kvbits::capi::guarded;
 using kvbits::capi::null_arg;
+
+namespace {
+
+std::shared_ptr<const kvbits::Plan> shared_plan(kvbits::Plan&& p) {
+  return std::make_shared<const kvbits::Plan>(std::move(p));
+}
+
+}  // namespace
 
 static_assert(KVB_VERSION_MAJOR == KVB_VERSION_MAJOR_BUILD && KVB_VERSION_MINOR == KVB_VERSION_MINOR_BUILD &&
                   KVB_VERSION_PATCH == KVB_VERSION_PATCH_BUILD,
@@ -37,9 +41,7 @@ kvb_status kvb_plan_load_file(const char* path, kvb_plan** out, kvb_error* err) 
   return guarded(err, [&] {
     if (!path) null_arg("path");
     if (!out) null_arg("out");
-    auto p = std::make_unique<kvb_plan>();
-    p->plan = kvbits::load_plan_file(path);
-    *out = p.release();
+    *out = new kvb_plan{shared_plan(kvbits::load_plan_file(path))};
   });
 }
 
@@ -48,9 +50,7 @@ kvb_status kvb_plan_load_memory(const void* data, size_t size, kvb_plan** out, k
   return guarded(err, [&] {
     if (!data) null_arg("data");
     if (!out) null_arg("out");
-    auto p = std::make_unique<kvb_plan>();
-    p->plan = kvbits::parse_plan(static_cast<const uint8_t*>(data), size);
-    *out = p.release();
+    *out = new kvb_plan{shared_plan(kvbits::parse_plan(static_cast<const uint8_t*>(data), size))};
   });
 }
 
@@ -58,7 +58,7 @@ kvb_status kvb_plan_save_file(const kvb_plan* plan, const char* path, kvb_error*
   return guarded(err, [&] {
     if (!plan) null_arg("plan");
     if (!path) null_arg("path");
-    kvbits::save_plan_file(plan->plan, path);
+    kvbits::save_plan_file(*plan->plan, path);
   });
 }
 
@@ -66,7 +66,7 @@ kvb_status kvb_plan_serialize(const kvb_plan* plan, void* buf, size_t capacity, 
   return guarded(err, [&] {
     if (!plan) null_arg("plan");
     if (!size_out) null_arg("size_out");
-    const auto bytes = kvbits::serialize_plan(plan->plan);
+    const auto bytes = kvbits::serialize_plan(*plan->plan);
     *size_out = bytes.size();
     if (!buf) return;
     if (capacity < bytes.size())
@@ -82,13 +82,10 @@ kvb_status kvb_plan_get_info(const kvb_plan* plan, kvb_plan_info* info, kvb_erro
   return guarded(err, [&] {
     if (!plan) null_arg("plan");
     if (!info) null_arg("info");
-    if (info->struct_size < sizeof(kvb_plan_info))
-      kvbits::fail(kvbits::StatusCode::invalid_argument,
-                   "info->struct_size must be at least " + std::to_string(sizeof(kvb_plan_info)));
-    const kvbits::Plan& p = plan->plan;
+    const kvbits::Plan& p = *plan->plan;
     kvb_plan_info r;
     std::memset(&r, 0, sizeof r);
-    r.struct_size = info->struct_size;
+    r.struct_size = sizeof r;
     r.n_layers = p.shape.n_layers, r.n_q_heads = p.shape.n_q_heads, r.n_kv_heads = p.shape.n_kv_heads;
     r.head_dim = p.shape.head_dim, r.rotary_dim = p.shape.rotary_dim;
     r.rope_layout = int32_t(p.shape.rope_layout), r.rope_theta = p.shape.rope_theta;
@@ -101,7 +98,7 @@ kvb_status kvb_plan_get_info(const kvb_plan* plan, kvb_plan_info* info, kvb_erro
       for (uint32_t h = 0; h < p.shape.n_kv_heads; ++h) r.bytes_per_token_total += p.bytes_per_token(l, h);
     }
     r.bytes_per_token_per_head = p.mean_bytes_per_token();
-    std::memcpy(info, &r, sizeof r);
+    kvbits::capi::write_versioned(info, r, "kvb_plan_info");
   });
 }
 
@@ -110,11 +107,11 @@ kvb_status kvb_plan_bytes_per_token(const kvb_plan* plan, uint32_t layer, uint32
   return guarded(err, [&] {
     if (!plan) null_arg("plan");
     if (!bytes_out) null_arg("bytes_out");
-    const auto& s = plan->plan.shape;
+    const auto& s = plan->plan->shape;
     if (layer >= s.n_layers || kv_head >= s.n_kv_heads)
       kvbits::fail(kvbits::StatusCode::invalid_argument, "(layer " + std::to_string(layer) + ", kv head " +
                                                              std::to_string(kv_head) + ") out of range");
-    *bytes_out = plan->plan.bytes_per_token(layer, kv_head);
+    *bytes_out = plan->plan->bytes_per_token(layer, kv_head);
   });
 }
 
@@ -122,9 +119,16 @@ kvb_status kvb_plan_check_shape(const kvb_plan* plan, uint32_t n_layers, uint32_
                                 uint32_t head_dim, kvb_error* err) {
   return guarded(err, [&] {
     if (!plan) null_arg("plan");
-    kvbits::ModelShape want = plan->plan.shape;
+    kvbits::ModelShape want = plan->plan->shape;
     want.n_layers = n_layers, want.n_q_heads = n_q_heads, want.n_kv_heads = n_kv_heads, want.head_dim = head_dim;
-    kvbits::check_plan_shape(plan->plan, want);
+    kvbits::check_plan_shape(*plan->plan, want);
+  });
+}
+
+kvb_status kvb_plan_check_model(const kvb_plan* plan, const kvb_model_shape* model, kvb_error* err) {
+  return guarded(err, [&] {
+    if (!plan) null_arg("plan");
+    kvbits::check_plan_shape(*plan->plan, kvbits::capi::to_model_shape(model));
   });
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Uses an installed kvbits exactly as a user would: the CLI tools from PREFIX/bin, the C sample
+# Uses an installed kvbits exactly as a user would: the CLI tools from PREFIX/bin, the C samples
 # compiled against the installed header and library found through pkg-config.
 # Usage: scripts/check-install.sh PREFIX
 set -euo pipefail
@@ -20,4 +20,16 @@ cc -std=c99 -Wall -Wextra -Werror -pedantic "$here/samples/c/plan_info.c" $(pkg-
 out=$("$work/plan_info" "$work/plan.kvbplan")
 echo "$out"
 grep -q "5 layers, 8 query heads, 4 KV heads, head_dim 8" <<<"$out"
+
+# decode_demo: context, plan, two sequences, decode; with the calibrated plan and without one
+# (it then calibrates its own through the calibrator API).
+cc -std=c99 -Wall -Wextra -Werror -pedantic "$here/samples/c/decode_demo.c" $(pkg-config --cflags --libs kvbits) \
+  -o "$work/decode_demo"
+out=$("$work/decode_demo" "$work/plan.kvbplan")
+echo "$out"
+grep -q "plan: 5 layers, 8 query heads, 4 KV heads, head_dim 8" <<<"$out"
+grep -q "cache: 2 sequences, 29 tokens" <<<"$out"
+out=$("$work/decode_demo")
+echo "$out"
+grep -q "bytes used: " <<<"$out"
 echo "check-install: OK"
