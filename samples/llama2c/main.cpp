@@ -1,5 +1,6 @@
-// kvbits-llama2c: run a llama2.c checkpoint (generate) or record its q/k activations into an
-// activation dump for `kvbits calibrate` (capture).
+// kvbits-llama2c: run a llama2.c checkpoint (generate, with an fp32 or a kvbits KV cache),
+// record its q/k activations into an activation dump for `kvbits calibrate` (capture), or judge
+// kvbits plans against the fp32 cache (eval).
 #include <charconv>
 #include <chrono>
 #include <cstdint>
@@ -9,12 +10,16 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "cache_eval.hpp"
 #include "capture.hpp"
+#include "eval_report.hpp"
 #include "generate.hpp"
 #include "kv_store.hpp"
+#include "kvbits_kv_store.hpp"
 #include "kvbits/status.hpp"
 #include "kvbits_config.h"
 #include "model.hpp"
@@ -38,6 +43,7 @@ struct Option {
   const char* value;  // placeholder shown in help
   const char* help;
   const char* default_value;  // nullptr: required (or optional without default, see help)
+  bool repeatable = false;    // may be given several times (at most one such option per command)
 };
 
 struct Command {
@@ -57,7 +63,9 @@ const Command kGenerate = {
      {"prompt", "TEXT", "text to continue", ""},
      {"steps", "N", "new tokens to generate at most", "256"},
      {"temperature", "T", "0 = greedy; > 0 samples from softmax(logits / T)", "0"},
-     {"seed", "S", "seed of the SplitMix64 sampler", "1"}}};
+     {"seed", "S", "seed of the SplitMix64 sampler", "1"},
+     {"cache", "fp32|kvbits", "KV cache: fp32 (the exact reference), or kvbits with --plan; default: kvbits when --plan is given", ""},
+     {"plan", "FILE", "kvbits bit plan for this model (from `kvbits calibrate`)", ""}}};
 
 const Command kCapture = {
     "capture",
@@ -77,6 +85,28 @@ const Command kCapture = {
      {"prompt-file", "FILE", "teacher-force this text instead of self-sampling", ""},
      {"corpus", "TEXT", "kvbits.corpus text (default: describes what was run)", ""}}};
 
+const Command kEval = {
+    "eval",
+    "judge kvbits plans against the fp32 cache on held-out text",
+    "Samples --sequences sequences of --tokens positions from the fp32 model (BOS first, then\n"
+    "sampled at --temperature with --seed; use another seed than the calibration capture), runs\n"
+    "them teacher-forced with each plan's kvbits cache, and greedily continues --prompt for\n"
+    "--gen-tokens tokens with every cache. Prints a Markdown table: bytes per token per KV head\n"
+    "and compression vs fp16, leading greedy tokens equal to fp32 and the overall match,\n"
+    "perplexity (and its change vs fp32), mean KL(p_fp32 || p_plan) in nats, top-1 agreement.",
+    {{"model", "FILE", "llama2.c v0 checkpoint (.bin)", nullptr},
+     {"tokenizer", "FILE", "llama2.c tokenizer (tok512.bin format)", nullptr},
+     {"plan", "FILE", "kvbits bit plan to judge; repeat for several", nullptr, true},
+     {"sequences", "N", "held-out sequences", "8"},
+     {"tokens", "N", "positions per sequence, BOS included (<= the model's seq_len)", "256"},
+     {"seed", "S", "seed of the SplitMix64 sampler of the held-out sequences", "2"},
+     {"temperature", "T", "sampling temperature of the held-out sequences", "1"},
+     {"prompt", "TEXT", "prompt of the greedy comparison", "Once upon a time"},
+     {"gen-tokens", "N", "greedy tokens to generate after the prompt", "128"},
+     {"json", "FILE", "also write the numbers (and greedy token ids) as JSON", ""}}};
+
+const Command* const kCommands[] = {&kGenerate, &kCapture, &kEval};
+
 void print_command_help(const Command& cmd, std::FILE* to) {
   std::fprintf(to, "usage: %s %s [options]\n\n%s.\n%s\n\noptions:\n", kProgram, cmd.name, cmd.summary, cmd.details);
   for (const Option& o : cmd.options) {
@@ -84,6 +114,7 @@ void print_command_help(const Command& cmd, std::FILE* to) {
     std::string right = o.help;
     if (o.default_value == nullptr) right += " (required)";
     else if (*o.default_value != '\0') right += std::string(" (default ") + o.default_value + ")";
+    if (o.repeatable) right += " (repeatable)";
     std::fprintf(to, "  %-22s %s\n", left.c_str(), right.c_str());
   }
   std::fprintf(to, "  %-22s %s\n", "--help", "show this help");
@@ -94,15 +125,17 @@ void print_main_help(std::FILE* to) {
                "usage: %s <command> [options]\n\n"
                "A small llama2.c-format inference runtime (kvbits %s sample).\n\ncommands:\n",
                kProgram, KVB_VERSION_STRING);
-  for (const Command* c : {&kGenerate, &kCapture}) std::fprintf(to, "  %-10s %s\n", c->name, c->summary);
+  for (const Command* c : kCommands) std::fprintf(to, "  %-10s %s\n", c->name, c->summary);
   std::fprintf(to,
                "\n'%s <command> --help' describes a command's options.\n"
                "Exit status: 0 success, 1 runtime error (bad file, I/O), 2 usage error.\n",
                kProgram);
 }
 
-// Option values by name, defaults filled in. Returns false when --help was asked for.
-bool parse_options(const Command& cmd, int argc, char** argv, std::map<std::string, std::string>* values) {
+// Option values by name, defaults filled in; the values of the command's repeatable option go
+// to *repeated instead. Returns false when --help was asked for.
+bool parse_options(const Command& cmd, int argc, char** argv, std::map<std::string, std::string>* values,
+                   std::vector<std::string>* repeated) {
   for (int i = 0; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") return false;
@@ -114,17 +147,21 @@ bool parse_options(const Command& cmd, int argc, char** argv, std::map<std::stri
       value = name.substr(eq + 1);
       name.resize(eq);
     }
-    bool known = false;
-    for (const Option& o : cmd.options) known = known || name == o.name;
-    if (!known) throw UsageError{"unknown option '--" + name + "' for " + cmd.name};
+    const Option* option = nullptr;
+    for (const Option& o : cmd.options)
+      if (name == o.name) option = &o;
+    if (option == nullptr) throw UsageError{"unknown option '--" + name + "' for " + cmd.name};
     if (!inline_value) {
       if (i + 1 >= argc) throw UsageError{"option '--" + name + "' needs a value"};
       value = argv[++i];
     }
-    if (!values->emplace(name, value).second) throw UsageError{"option '--" + name + "' given twice"};
+    if (option->repeatable) repeated->push_back(value);
+    else if (!values->emplace(name, value).second) throw UsageError{"option '--" + name + "' given twice"};
   }
   for (const Option& o : cmd.options) {
-    if (values->count(o.name) != 0) continue;
+    if (o.repeatable && repeated->empty() && o.default_value == nullptr)
+      throw UsageError{std::string("missing required option --") + o.name};
+    if (o.repeatable || values->count(o.name) != 0) continue;
     if (o.default_value == nullptr) throw UsageError{std::string("missing required option --") + o.name};
     (*values)[o.name] = o.default_value;
   }
@@ -153,6 +190,30 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// "Block-GTQ K3V3", "TQ-MSE K2V2", with what the plan keeps in fp16.
+std::string setting_name(const kvb_plan_info& info) {
+  std::string name = info.method == KVB_METHOD_BLOCK_GTQ ? "Block-GTQ" : "TQ-MSE";
+  name += " K" + to_text(info.k_avg_bits) + "V" + std::to_string(info.v_bits);
+  if (info.n_fp16_layers > 0) name += " +" + std::to_string(info.n_fp16_layers) + " fp16 layers";
+  if (info.sink_tokens > 0) name += " sink " + std::to_string(info.sink_tokens);
+  if (info.window_tokens > 0) name += " window " + std::to_string(info.window_tokens);
+  return name;
+}
+
+// --cache / --plan of generate: the exact fp32 cache, or a kvbits cache of the plan.
+std::unique_ptr<KvStore> make_kv_store(const Config& config, const std::string& cache, const std::string& plan) {
+  if (cache != "" && cache != "fp32" && cache != "kvbits")
+    throw UsageError{"--cache must be fp32 or kvbits, got '" + cache + "'"};
+  if (cache == "fp32" && !plan.empty()) throw UsageError{"--plan selects the kvbits cache; drop --cache fp32"};
+  if (cache == "kvbits" && plan.empty()) throw UsageError{"--cache kvbits needs --plan FILE"};
+  if (plan.empty()) return std::make_unique<FloatKvStore>(config);
+  auto store = std::make_unique<KvbitsKvStore>(config, plan);
+  const kvb_plan_info& info = store->plan_info();
+  std::fprintf(stderr, "%s: kvbits cache, %s: %.1f bytes per token per KV head (fp16: %u)\n", kProgram,
+               setting_name(info).c_str(), info.bytes_per_token_per_head, 4 * info.head_dim);
+  return store;
+}
+
 int run_generate(const std::map<std::string, std::string>& v) {
   const int steps = parse_number<int>(v, "steps", 0, 1 << 20);
   const float temperature = parse_number<float>(v, "temperature", 0.0f, 1e6f);
@@ -162,9 +223,9 @@ int run_generate(const std::map<std::string, std::string>& v) {
 
   const std::vector<int> prompt = tokenizer.encode(v.at("prompt"), true, false);
   Sampler sampler(temperature, seed);
-  FloatKvStore kv(model.config());
+  std::unique_ptr<KvStore> kv = make_kv_store(model.config(), v.at("cache"), v.at("plan"));
   const auto t0 = std::chrono::steady_clock::now();
-  const std::vector<int> generated = generate(model, kv, prompt, steps, sampler);
+  const std::vector<int> generated = generate(model, *kv, prompt, steps, sampler);
   const double secs = seconds_since(t0);
 
   std::vector<int> all = prompt;
@@ -224,6 +285,57 @@ int run_capture(const std::map<std::string, std::string>& v) {
   return 0;
 }
 
+void write_text_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) kvbits::fail(kvbits::StatusCode::io_error, "cannot write '" + path + "'");
+}
+
+int run_eval(const std::map<std::string, std::string>& v, const std::vector<std::string>& plans) {
+  EvalOptions o;
+  o.sequences = parse_number<int>(v, "sequences", 1, 1 << 16);
+  o.tokens = parse_number<int>(v, "tokens", 2, 1 << 20);
+  o.seed = parse_number<uint64_t>(v, "seed", 0, UINT64_MAX);
+  o.temperature = parse_number<float>(v, "temperature", 0.0f, 1e6f);
+  o.gen_tokens = parse_number<int>(v, "gen-tokens", 0, 1 << 20);
+  const Model model = Model::load(v.at("model"));
+  const Config& c = model.config();
+  const Tokenizer tokenizer = Tokenizer::load(v.at("tokenizer"), c.vocab_size);
+  o.prompt = tokenizer.encode(v.at("prompt"), true, false);
+  if (o.tokens > c.seq_len) throw UsageError{"--tokens must be <= the model's seq_len " + std::to_string(c.seq_len)};
+  if (o.prompt.size() + size_t(o.gen_tokens) > size_t(c.seq_len))
+    throw UsageError{"the prompt (" + std::to_string(o.prompt.size()) + " tokens) + --gen-tokens exceeds seq_len " +
+                     std::to_string(c.seq_len)};
+  // Every plan is opened before the long runs, so a wrong file fails at once.
+  std::vector<EvalRow> rows(plans.size());
+  for (size_t i = 0; i < plans.size(); ++i) {
+    const KvbitsKvStore probe(c, plans[i]);
+    rows[i].setting = setting_name(probe.plan_info());
+    rows[i].plan_path = plans[i];
+    rows[i].bytes_per_token_head = probe.plan_info().bytes_per_token_per_head;
+  }
+
+  auto t0 = std::chrono::steady_clock::now();
+  std::fprintf(stderr, "eval: fp32 reference, %d sequences x %d tokens + %d greedy tokens ...", o.sequences,
+               o.tokens, o.gen_tokens);
+  const Reference ref = run_reference(model, o);
+  std::fprintf(stderr, " %.1f s\n", seconds_since(t0));
+  for (size_t i = 0; i < rows.size(); ++i) {
+    t0 = std::chrono::steady_clock::now();
+    std::fprintf(stderr, "eval: [%zu/%zu] %s (%s) ...", i + 1, rows.size(), rows[i].setting.c_str(),
+                 std::filesystem::path(plans[i]).filename().string().c_str());
+    rows[i].score = score_cache(model, ref, o, [&] { return std::make_unique<KvbitsKvStore>(c, plans[i]); });
+    rows[i].seconds = seconds_since(t0);
+    std::fprintf(stderr, " %.1f s\n", rows[i].seconds);
+  }
+  rows.insert(rows.begin(), reference_row(ref, c.head_dim()));
+  const std::string md = eval_markdown(ref, o, c.head_dim(), rows);
+  std::fwrite(md.data(), 1, md.size(), stdout);
+  if (!v.at("json").empty()) write_text_file(v.at("json"), eval_json(ref, o, c.head_dim(), rows));
+  return 0;
+}
+
 int run(int argc, char** argv) {
   if (argc < 2) {
     print_main_help(stderr);
@@ -238,14 +350,18 @@ int run(int argc, char** argv) {
     std::printf("%s (kvbits %s)\n", kProgram, KVB_VERSION_STRING);
     return 0;
   }
-  const Command* cmd = command == kGenerate.name ? &kGenerate : command == kCapture.name ? &kCapture : nullptr;
+  const Command* cmd = nullptr;
+  for (const Command* c : kCommands)
+    if (command == c->name) cmd = c;
   if (cmd == nullptr) throw UsageError{"unknown command '" + command + "'"};
   try {
     std::map<std::string, std::string> values;
-    if (!parse_options(*cmd, argc - 2, argv + 2, &values)) {
+    std::vector<std::string> repeated;
+    if (!parse_options(*cmd, argc - 2, argv + 2, &values, &repeated)) {
       print_command_help(*cmd, stdout);
       return 0;
     }
+    if (cmd == &kEval) return run_eval(values, repeated);
     return cmd == &kGenerate ? run_generate(values) : run_capture(values);
   } catch (UsageError& e) {
     e.help_hint = std::string(kProgram) + " " + cmd->name + " --help";
