@@ -1,13 +1,10 @@
 // Runs the kvbits-llama2c executable and checks its output and exit status.
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
-
-#include <cstdio>
-#include <cstdlib>
 #include <string>
 
 #include "kvbits/activation_dump.hpp"
+#include "run_cli.hpp"
 #include "stories.hpp"
 
 namespace llama2c {
@@ -15,33 +12,7 @@ namespace {
 
 using namespace llama2c_test;
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string quote(const std::string& s) { return "'" + s + "'"; }
-
-Result run_cli(const std::string& args) {
-  const char* build = std::getenv("KVBITS_BUILD_DIR");
-  EXPECT_NE(build, nullptr) << "KVBITS_BUILD_DIR is not set (meson test sets it)";
-  const std::string err_path = temp_path("cli_stderr.txt");
-  const std::string cmd = quote(std::string(build ? build : ".") + "/samples/llama2c/kvbits-llama2c") + " " + args +
-                          " 2>" + quote(err_path);
-  Result r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.out.append(buf, n);
-  const int raw = pclose(pipe);
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  const std::vector<uint8_t> err = read_bytes(err_path);
-  r.err.assign(err.begin(), err.end());
-  return r;
-}
-
-std::string model_args() { return "--model " + quote(model_path()) + " --tokenizer " + quote(tokenizer_path()); }
+using Result = CliResult;
 
 TEST(Cli, GenerateGreedyPrintsTheReferenceText) {
   const Result r = run_cli("generate " + model_args() + " --prompt 'Once upon a time' --steps 10 --temperature 0");
