@@ -64,7 +64,7 @@ const Command kGenerate = {
      {"steps", "N", "new tokens to generate at most", "256"},
      {"temperature", "T", "0 = greedy; > 0 samples from softmax(logits / T)", "0"},
      {"seed", "S", "seed of the SplitMix64 sampler", "1"},
-     {"cache", "fp32|kvbits", "KV cache: fp32 (the exact reference), or kvbits with --plan; default: kvbits when --plan is given", ""},
+     {"cache", "fp32|kvbits", "fp32 (exact) or kvbits (needs --plan); default: kvbits when --plan is given", ""},
      {"plan", "FILE", "kvbits bit plan for this model (from `kvbits calibrate`)", ""}}};
 
 const Command kCapture = {
@@ -96,7 +96,7 @@ const Command kEval = {
     "perplexity (and its change vs fp32), mean KL(p_fp32 || p_plan) in nats, top-1 agreement.",
     {{"model", "FILE", "llama2.c v0 checkpoint (.bin)", nullptr},
      {"tokenizer", "FILE", "llama2.c tokenizer (tok512.bin format)", nullptr},
-     {"plan", "FILE", "kvbits bit plan to judge; repeat for several", nullptr, true},
+     {"plan", "FILE", "kvbits bit plan to judge", nullptr, true},
      {"sequences", "N", "held-out sequences", "8"},
      {"tokens", "N", "positions per sequence, BOS included (<= the model's seq_len)", "256"},
      {"seed", "S", "seed of the SplitMix64 sampler of the held-out sequences", "2"},
