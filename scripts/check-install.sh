@@ -15,6 +15,9 @@ export PKG_CONFIG_PATH="$pcdir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}" LD_LIBRARY_
   --tokenizer "$here/data/stories260K/tok512.bin" --sequences 2 --tokens 64 --seed 3 --out "$work/acts.safetensors" >/dev/null
 "$prefix/bin/kvbits" calibrate --dump "$work/acts.safetensors" --k-bits 3 --v-bits 3 --out "$work/plan.kvbplan" \
   --date 2026-01-01T00:00:00Z --quiet
+# The runtime on the installed libkvbits: a packed cache through the C API.
+"$prefix/bin/kvbits-llama2c" generate --model "$here/data/stories260K/stories260K.bin" \
+  --tokenizer "$here/data/stories260K/tok512.bin" --prompt "Once upon a time" --steps 8 --plan "$work/plan.kvbplan"
 cc -std=c99 -Wall -Wextra -Werror -pedantic "$here/samples/c/plan_info.c" $(pkg-config --cflags --libs kvbits) \
   -o "$work/plan_info"
 out=$("$work/plan_info" "$work/plan.kvbplan")
