@@ -27,7 +27,7 @@ kvb_model_shape kvbits_model_shape(const Config& config) {
 }
 
 KvbitsKvStore::KvbitsKvStore(const Config& config, const std::string& plan_path, uint32_t n_threads)
-    : info_(), length_(size_t(config.n_layers), 0), capacity_(config.seq_len) {
+    : info_(), length_(size_t(config.n_layers), 0) {
   kvb_error_init(&err_);
   // The CPU backend by name: attention on the packed cache runs there today, and an app should
   // not get a device it did not ask for.

@@ -69,7 +69,6 @@ class KvbitsKvStore final : public KvStore {
   kvb_plan_info info_;
   uint64_t seq_ = KVB_SEQ_NONE;
   std::vector<int> length_;  // positions appended per layer
-  int capacity_;
 };
 
 }  // namespace llama2c
