@@ -6,7 +6,7 @@
 #   3. inspect and verify them, and write the allocation pictures,
 #   4. run the model end to end on each plan's packed kvbits cache (through the C API) against the
 #      fp32 cache: held-out perplexity and KL, greedy agreement, bytes per token.
-# Output goes to report/ (override with KVBITS_REPORT_DIR). About 10 s on 2 cores after the build.
+# Output goes to report/ (override with KVBITS_REPORT_DIR). About 4 s on 2 cores after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-deps.sh
