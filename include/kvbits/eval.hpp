@@ -119,6 +119,10 @@ struct AttentionDivergence {
 };
 AttentionDivergence attention_divergence(const ModelShape& shape, const float* q, const float* k, const float* k_hat,
                                          size_t n_tokens, uint32_t seq_tokens, uint32_t window);
+// The same for several reconstructions of the same keys at once (p is computed once).
+std::vector<AttentionDivergence> attention_divergence(const ModelShape& shape, const float* q, const float* k,
+                                                      const std::vector<const float*>& k_hats, size_t n_tokens,
+                                                      uint32_t seq_tokens, uint32_t window);
 
 // ---------------------------------------------------------------------------------------------
 // Methods and the evaluation driver.

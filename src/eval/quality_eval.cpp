@@ -23,11 +23,6 @@ void check_options(const EvalOptions& o) {
   if (o.kivi.group == 0) bad("KIVI group must be >= 1");
 }
 
-// The rows of one (layer, KV head), pre- and post-RoPE, for the test set.
-struct TestHead {
-  HeadRows pre, post;
-};
-
 }  // namespace
 
 double SettingResult::mae() const { return mean(layer_mae); }
@@ -71,46 +66,52 @@ EvalReport run_quality_eval(const Activations& calib, const Activations& test, c
 
   const EnergyAccumulator energies = calibration_energies(calib);
   const std::vector<double> offsets = logit_offsets(o.max_offset, o.n_offsets);
-  std::vector<TestHead> heads;
-  for (uint32_t l = 0; l < s.n_layers; ++l)
-    for (uint32_t h = 0; h < s.n_kv_heads; ++h)
-      heads.push_back({head_rows(test, l, h, false), o.attention ? head_rows(test, l, h, true) : HeadRows{}});
-
-  std::vector<float> k_hat(T * s.head_dim);
-  for (int bits : o.bits) {
+  std::vector<KeyQuantizer> quantizers;
+  for (int bits : o.bits)
     for (KeyMethod m : o.methods) {
-      const KeyQuantizer kq(m, bits, energies, o);
+      quantizers.emplace_back(m, bits, energies, o);
       SettingResult r;
       r.method = m;
       r.bits = bits;
-      r.plan = kq.shared_plan();
-      r.key_bytes_per_token = kq.key_bytes_per_token(test.seq_tokens);
-      r.kv_bytes_per_token = kq.kv_bytes_per_token(test.seq_tokens);
-      for (uint32_t l = 0; l < s.n_layers; ++l) {
-        double mae = 0.0;
-        AttentionDivergence div;
-        for (uint32_t h = 0; h < s.n_kv_heads; ++h) {
-          const TestHead& th = heads[size_t(l) * s.n_kv_heads + h];
-          // §9.1 quantizes the pre-RoPE keys (the metric applies its own offsets).
-          kq.roundtrip(l, h, th.pre.k.data(), T, test.seq_tokens, k_hat.data());
-          mae += rope_logit_mae(s, th.pre.q.data(), th.pre.k.data(), k_hat.data(), T, offsets);
-          if (!o.attention) continue;
-          // §9.2: the keys a cache stores, post-RoPE at their real positions.
-          kq.roundtrip(l, h, th.post.k.data(), T, test.seq_tokens, k_hat.data());
-          const AttentionDivergence d = attention_divergence(s, th.post.q.data(), th.post.k.data(), k_hat.data(), T,
-                                                             test.seq_tokens, o.kl_window);
-          div.kl_sum += d.kl_sum;
-          div.top10_sum += d.top10_sum;
-          div.queries += d.queries;
-        }
-        r.layer_mae.push_back(mae / s.n_kv_heads);
-        if (o.attention) {
-          r.layer_kl.push_back(div.kl());
-          r.layer_top10.push_back(div.top10());
-        }
-      }
+      r.plan = quantizers.back().shared_plan();
+      r.key_bytes_per_token = quantizers.back().key_bytes_per_token(test.seq_tokens);
+      r.kv_bytes_per_token = quantizers.back().kv_bytes_per_token(test.seq_tokens);
+      r.layer_mae.assign(s.n_layers, 0.0);
       rep.settings.push_back(std::move(r));
     }
+
+  // (layer, KV head) outermost so that the reference attention is computed once for all settings.
+  const size_t n_set = quantizers.size(), D = s.head_dim;
+  std::vector<std::vector<float>> k_hat(n_set, std::vector<float>(T * D));
+  std::vector<const float*> k_hat_ptr;
+  for (const auto& v : k_hat) k_hat_ptr.push_back(v.data());
+  for (uint32_t l = 0; l < s.n_layers; ++l) {
+    std::vector<AttentionDivergence> div(n_set);
+    for (uint32_t h = 0; h < s.n_kv_heads; ++h) {
+      // §9.1 quantizes the pre-RoPE keys (the metric applies its own offsets).
+      const HeadRows pre = head_rows(test, l, h, false);
+      for (size_t i = 0; i < n_set; ++i) {
+        quantizers[i].roundtrip(l, h, pre.k.data(), T, test.seq_tokens, k_hat[i].data());
+        rep.settings[i].layer_mae[l] +=
+            rope_logit_mae(s, pre.q.data(), pre.k.data(), k_hat[i].data(), T, offsets) / s.n_kv_heads;
+      }
+      if (!o.attention) continue;
+      // §9.2: the keys a cache stores, post-RoPE at their real positions.
+      const HeadRows post = head_rows(test, l, h, true);
+      for (size_t i = 0; i < n_set; ++i)
+        quantizers[i].roundtrip(l, h, post.k.data(), T, test.seq_tokens, k_hat[i].data());
+      const auto d = attention_divergence(s, post.q.data(), post.k.data(), k_hat_ptr, T, test.seq_tokens, o.kl_window);
+      for (size_t i = 0; i < n_set; ++i) {
+        div[i].kl_sum += d[i].kl_sum;
+        div[i].top10_sum += d[i].top10_sum;
+        div[i].queries += d[i].queries;
+      }
+    }
+    if (o.attention)
+      for (size_t i = 0; i < n_set; ++i) {
+        rep.settings[i].layer_kl.push_back(div[i].kl());
+        rep.settings[i].layer_top10.push_back(div[i].top10());
+      }
   }
   return rep;
 }
