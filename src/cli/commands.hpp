@@ -45,4 +45,23 @@ struct VerifyArgs {
 void add_verify(CLI::App& app, VerifyArgs& a);
 int run_verify(const VerifyArgs& a);
 
+struct EvalArgs {
+  std::string calib, test;
+  uint32_t synthetic = 0;  // head_dim of the synthetic panel; 0 = use dumps
+  uint64_t seed = 1;
+  std::string layout = "split-half";
+  uint32_t sequences = 8, seq_tokens = 256;
+  std::vector<int> bits = {2, 3, 4};
+  std::vector<std::string> methods = {"uniform", "bgt-energy", "bgt-product", "kivi"};
+  std::string codebooks = "lloyd-max";
+  uint64_t rotation_seed = 42;
+  uint32_t kivi_group = 32, kivi_residual = 0, kl_window = 128;
+  bool no_attention = false;
+  std::string report, date;
+  std::string command_line;  // recorded in the report
+  bool quiet = false;
+};
+void add_eval(CLI::App& app, EvalArgs& a);
+int run_eval(const EvalArgs& a);
+
 }  // namespace kvbits::cli

@@ -114,7 +114,7 @@ class Cli(unittest.TestCase):
         self.assertIn("io_error", p.stderr)
 
     def test_help_everywhere_and_usage_errors(self):
-        for sub in ([], ["calibrate"], ["inspect"], ["verify"]):
+        for sub in ([], ["calibrate"], ["inspect"], ["verify"], ["eval"]):
             p = run(KVBITS, *sub, "--help")
             self.assertIn("--help", p.stdout)
         p = run(KVBITS, "calibrate", "--dump", self.dump, ok=False)  # no --out
@@ -133,6 +133,52 @@ class Cli(unittest.TestCase):
                 "--out", os.path.join(self.dir, "y"), ok=False)
         self.assertEqual(p.returncode, 1)
         self.assertIn("shape_mismatch", p.stderr)
+
+    def eval_report(self, name, *args):
+        out_dir = os.path.join(self.dir, name)
+        out = run(KVBITS, "eval", *args, "--report", out_dir, "--date", "2026-01-01").stdout
+        with open(os.path.join(out_dir, "report.md"), encoding="utf-8") as f:
+            return out, out_dir, f.read()
+
+    def test_eval_on_dumps_writes_tables_and_plots(self):
+        test_dump = os.path.join(self.dir, "test.safetensors")
+        run(LLAMA2C, "capture", "--model", os.path.join(DATA, "stories260K", "stories260K.bin"),
+            "--sequences", "2", "--tokens", "128", "--seed", "6", "--out", test_dump)
+        out, out_dir, md = self.eval_report("rep", "--calib", self.dump, "--test", test_dump,
+                                            "--seq-tokens", "128", "--bits", "3", "--kl-window", "16")
+        self.assertIn("RoPE-logit MAE", out)
+        self.assertIn("date: 2026-01-01", md)
+        for label in ("uniform TQ-MSE", "Block-GTQ (paper score)", "Block-GTQ (product score)", "KIVI"):
+            self.assertIn(label, md)
+        rows = [l for l in md.splitlines() if l.startswith("| ") and l[2].isdigit()]
+        self.assertEqual(len(rows), 1 + 5 + 4, md)  # summary row, 5 layers, 4 methods x 1 bit width
+        for svg in ("mae_per_layer_3bit.svg", "kl_vs_bits.svg", "top10_vs_bits.svg",
+                    "allocation_bgt-energy_3bit.svg", "allocation_bgt-product_3bit.svg"):
+            self.assertIn(svg, md)
+            ET.parse(os.path.join(out_dir, svg))  # well-formed
+        # The same inputs give the same report.
+        _, _, again = self.eval_report("rep2", "--calib", self.dump, "--test", test_dump,
+                                       "--seq-tokens", "128", "--bits", "3", "--kl-window", "16")
+        self.assertEqual(md.replace("rep2", "rep"), again.replace("rep2", "rep"))
+
+    def test_eval_on_the_synthetic_panel(self):
+        out, _, md = self.eval_report("syn", "--synthetic", "64", "--sequences", "1", "--seq-tokens", "64",
+                                      "--bits", "2", "--methods", "uniform,kivi", "--no-attention")
+        self.assertIn("synthetic LLM-like, head_dim 64", md)
+        self.assertIn("KIVI", out)
+        self.assertNotIn("kl_vs_bits.svg", md)
+
+    def test_eval_usage_errors(self):
+        p = run(KVBITS, "eval", ok=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("--synthetic", p.stderr)
+        p = run(KVBITS, "eval", "--synthetic", "96", ok=False)
+        self.assertNotEqual(p.returncode, 0)
+        p = run(KVBITS, "eval", "--calib", self.dump, ok=False)  # --test missing
+        self.assertNotEqual(p.returncode, 0)
+        p = run(KVBITS, "eval", "--calib", self.dump, "--test", self.dump, "--seq-tokens", "100", ok=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("multiple of 100", p.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,81 @@
+// kvbits CUDA — fused decode attention on the packed paged cache, one layer per launch.
+//
+// One decode launch covers every sequence and every KV head of a layer (grid: split x KV head x
+// sequence); a second launch merges the splits (log-sum-exp) and un-rotates V. Host launchers
+// take raw device pointers and plain structs; they never synchronise or allocate, so both
+// launches can be captured in a CUDA graph. The caller owns the workspace
+// (decode_workspace_bytes).
+//
+// This first version serves packed tokens only: sink = window = 0 (then qend == len) and no
+// fp16 layer. Anything else is Error(unsupported) (docs/gpu-decode.md).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace kvbits::cuda {
+
+constexpr uint32_t kDecodeMaxGroups = 8;    // at most one K group per width 1..8
+constexpr uint32_t kDecodeMaxHeadDim = 256;
+constexpr uint32_t kDecodeMaxGqa = 16;      // query heads per KV head
+constexpr uint32_t kDecodeMaxCentroids = 768;  // per head: K groups (<= 510) + V (<= 256)
+
+// One K bit-width group of a head (docs/cache-layout.md §1, §5).
+struct DecodeGroup {
+  uint32_t bits = 0;             // 1..8
+  uint32_t first_slot = 0;       // first hp slot
+  uint32_t dims = 0;             // even
+  uint32_t byte_offset = 0;      // of the group's codes inside the K row
+  uint32_t centroid_offset = 0;  // of its 2^bits centroids, relative to the head's centroid_base
+};
+
+// One KV head of the layer: where its pages live and how its rows are packed. Read at run time
+// by the kernel (no compiled variant per head layout).
+struct DecodeHead {
+  const uint8_t* pool = nullptr;  // device: page id p at pool + p * page_bytes
+  uint64_t page_bytes = 0;        // PageLayout::page_bytes (multiple of 64)
+  uint32_t k_scales = 0, v_codes = 0, v_scales = 0;  // PageLayout offsets; k_codes must be 0
+  uint32_t k_code_bytes = 0, n_k_groups = 0, v_code_bytes = 0;
+  DecodeGroup k_groups[kDecodeMaxGroups];
+  uint32_t v_bits = 0;
+  uint32_t v_centroid_offset = 0;  // relative to centroid_base
+  uint32_t centroid_base = 0;      // index into DecodeParams::centroids
+  uint32_t n_centroids = 0;        // this head's table length (<= kDecodeMaxCentroids)
+  const float* v_rotation = nullptr;  // device: R_v, D x D row-major fp32
+};
+
+struct DecodeParams {
+  uint32_t n_seqs = 0, n_q_heads = 0, n_kv_heads = 0, head_dim = 0;
+  uint32_t page_size = 64;     // must divide 64 or be a multiple of 64
+  uint32_t sink_tokens = 0, window_tokens = 0;  // must be 0 in this version
+  bool fp16_layer = false;     // must be false in this version
+  const DecodeHead* heads = nullptr;       // device [n_kv_heads]
+  const DecodeHead* heads_host = nullptr;  // host copy of the same, for launch planning
+  const float* centroids = nullptr;        // device, every head's tables
+  const uint32_t* page_table = nullptr;    // device, all sequences' page ids back to back
+  const uint32_t* table_offset = nullptr;  // device [n_seqs]: first entry of sequence s
+  const uint32_t* seq_len = nullptr;       // device [n_seqs]: packed tokens (== len == qend)
+  uint32_t max_len = 0;  // host: upper bound of seq_len; fixes the split count (graph-stable)
+  const float* q_rot = nullptr;  // device [n_seqs][n_q_heads][D]: q' = R_g q per group, hp order
+  float scale = 0.0f;            // softmax scale; 0 = 1/sqrt(D)
+  float* out = nullptr;          // device [n_seqs][n_q_heads][D] fp32
+  float* lse = nullptr;          // device [n_seqs][n_q_heads] or null
+  void* workspace = nullptr;     // device, decode_workspace_bytes(*this) bytes, 256-aligned
+  uint32_t splits = 0;           // 0 = automatic (decode_splits); else forced (tests)
+  int sm_count = 0;              // 0 = read from the current device
+};
+
+// Splits per (sequence, KV head): enough CTAs to fill the GPU at batch 1, at least 128 tokens
+// of max_len per split. Depends only on the shape fields, max_len, splits and sm_count.
+uint32_t decode_splits(const DecodeParams& p);
+// Workspace for the split partials: n_seqs * n_q_heads * splits * (D + 2) floats.
+size_t decode_workspace_bytes(const DecodeParams& p);
+
+// Enqueues the decode and merge launches on `stream` (a cudaStream_t; null = default stream).
+// Errors, all raised before anything is enqueued: null_pointer (a required pointer),
+// invalid_argument (shape fields, head descriptors, a bad page size), unsupported (sink,
+// window or fp16 layer; D > 256; GQA > 16; shared memory too small), device_error (launch).
+// out and lse are fully written; a sequence with seq_len 0 gets out = 0 and lse = -inf.
+void decode_attention(const DecodeParams& p, void* stream);
+
+}  // namespace kvbits::cuda
