@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "cli/commands.hpp"
+#include "cli/utc_date.hpp"
 #include "cli/plan_report.hpp"
 #include "kvbits/activation_dump.hpp"
 #include "kvbits/calibrator.hpp"
@@ -47,16 +48,6 @@ void add_calibrate(CLI::App& app, CalibrateArgs& a) {
 
 namespace {
 
-std::string utc_date(const std::string& given) {
-  if (!given.empty()) return given;
-  std::time_t t = std::time(nullptr);
-  if (const char* sde = std::getenv("SOURCE_DATE_EPOCH")) t = std::time_t(std::strtoll(sde, nullptr, 10));
-  char buf[32];
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 ModelShape resolve_shape(const SafetensorsFile& first, const CalibrateArgs& a) {
   const bool all_flags = a.layers && a.q_heads && a.kv_heads && a.head_dim && !a.rope.empty();
@@ -129,7 +120,7 @@ int run_calibrate(const CalibrateArgs& a) {
   o.producer.corpus = a.corpus;
   if (o.producer.corpus.empty())
     if (auto it = meta.find("kvbits.corpus"); it != meta.end()) o.producer.corpus = it->second;
-  o.producer.date = utc_date(a.date);
+  o.producer.date = utc_date(a.date, "%Y-%m-%dT%H:%M:%SZ");
 
   const Plan plan = build_plan(acc, o);
   save_plan_file(plan, a.out);

@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "cli/commands.hpp"
+#include "cli/utc_date.hpp"
 #include "cli/eval_report.hpp"
 #include "kvbits/activation_dump.hpp"
 #include "kvbits/eval.hpp"
@@ -53,16 +54,6 @@ void add_eval(CLI::App& app, EvalArgs& a) {
 
 namespace {
 
-std::string utc_date(const std::string& given) {
-  if (!given.empty()) return given;
-  std::time_t t = std::time(nullptr);
-  if (const char* sde = std::getenv("SOURCE_DATE_EPOCH")) t = std::time_t(std::strtoll(sde, nullptr, 10));
-  char buf[32];
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
-  return buf;
-}
 
 eval::Activations load_dump(const std::string& path, uint32_t seq_tokens) {
   const SafetensorsFile file = SafetensorsFile::load(path);
@@ -105,7 +96,7 @@ int run_eval(const EvalArgs& a) {
   o.kl_window = a.kl_window;
   const eval::EvalReport report = eval::run_quality_eval(calib, test, o);
 
-  const EvalReportInfo info{utc_date(a.date), a.command_line};
+  const EvalReportInfo info{utc_date(a.date, "%Y-%m-%d"), a.command_line};
   if (!a.report.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(a.report, ec);
