@@ -3,7 +3,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "kvbits/half.hpp"
+#include "common/dtype_load.hpp"
 
 namespace kvbits::attn {
 namespace {
@@ -17,15 +17,7 @@ inline uint16_t u16_at(const void* base, size_t i) {
 }  // namespace
 
 void load_query(const void* q, DType dtype, size_t offset, uint32_t n, float* dst) {
-  switch (dtype) {
-    case DType::f32: std::memcpy(dst, static_cast<const float*>(q) + offset, sizeof(float) * n); return;
-    case DType::f16:
-      for (uint32_t j = 0; j < n; ++j) dst[j] = half_to_float(u16_at(q, offset + j));
-      return;
-    case DType::bf16:
-      for (uint32_t j = 0; j < n; ++j) dst[j] = bf16_to_float(u16_at(q, offset + j));
-      return;
-  }
+  load_row(q, offset, n, dtype, dst);
 }
 
 size_t first_non_finite(const void* q, DType dtype, size_t n) {

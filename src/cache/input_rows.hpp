@@ -6,32 +6,14 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common/dtype_load.hpp"
 #include "kvbits/half.hpp"
 #include "kvbits/types.hpp"
 
 namespace kvbits::cache_detail {
 
-// Element i of a buffer of `t` values as fp32; fp16 and bf16 convert exactly.
-inline float load_value(const void* p, size_t i, DType t) {
-  const char* b = static_cast<const char*>(p);
-  if (t == DType::f32) {
-    float f;
-    std::memcpy(&f, b + 4 * i, 4);
-    return f;
-  }
-  uint16_t h;
-  std::memcpy(&h, b + 2 * i, 2);
-  return t == DType::f16 ? half_to_float(h) : bf16_to_float(h);
-}
-
-// out[j] = element first + j, j < n.
-inline void load_row(const void* p, size_t first, uint32_t n, DType t, float* out) {
-  if (t == DType::f32) {
-    std::memcpy(out, static_cast<const char*>(p) + 4 * first, size_t(n) * 4);
-    return;
-  }
-  for (uint32_t j = 0; j < n; ++j) out[j] = load_value(p, first + j, t);
-}
+using kvbits::load_row;
+using kvbits::load_value;
 
 inline bool fits_fp16(float x) { return (float_to_half(x) & 0x7C00u) != 0x7C00u; }
 

@@ -5,7 +5,7 @@
 #include <array>
 #include <string>
 
-#include "kvbits/half.hpp"
+#include "common/dtype_load.hpp"
 #include "kvbits/rope_blocks.hpp"
 #include "kvbits/status.hpp"
 
@@ -19,19 +19,9 @@ double block_score(double eq, double ek, ScoreKind kind) noexcept {
 
 namespace {
 
-// Reads element i of a row-major activation buffer as fp64 (fp16/bf16 convert exactly).
-double load(const void* p, size_t i, DType t) {
-  switch (t) {
-    case DType::f32: { float f; std::memcpy(&f, static_cast<const char*>(p) + 4 * i, 4); return f; }
-    case DType::f16: { uint16_t h; std::memcpy(&h, static_cast<const char*>(p) + 2 * i, 2); return half_to_float(h); }
-    case DType::bf16: { uint16_t h; std::memcpy(&h, static_cast<const char*>(p) + 2 * i, 2); return bf16_to_float(h); }
-  }
-  return 0.0;
-}
-
 void check_finite(const void* p, size_t n, DType t, const char* what, uint32_t layer) {
   for (size_t i = 0; i < n; ++i)
-    if (!std::isfinite(load(p, i, t)))
+    if (!std::isfinite(load_value(p, i, t)))
       fail(StatusCode::invalid_argument, std::string("calibration: non-finite ") + what + " value at layer " +
                                              std::to_string(layer) + ", element " + std::to_string(i));
 }
@@ -67,7 +57,7 @@ void EnergyAccumulator::observe(uint32_t layer, const void* q, const void* k, si
   std::vector<std::array<uint32_t, 2>> dims(nb);
   for (uint32_t b = 0; b < nb; ++b) dims[b] = block_dims(shape_, b);
   auto block_energy = [&](const void* base, size_t off, uint32_t b) {
-    const double x0 = load(base, off + dims[b][0], dtype), x1 = load(base, off + dims[b][1], dtype);
+    const double x0 = load_value(base, off + dims[b][0], dtype), x1 = load_value(base, off + dims[b][1], dtype);
     return x0 * x0 + x1 * x1;
   };
   for (uint32_t h = 0; h < shape_.n_kv_heads; ++h) {

@@ -7,6 +7,7 @@
 #include "kvbits/eval.hpp"
 #include "kvbits/half.hpp"
 #include "kvbits/rope_blocks.hpp"
+#include "common/dtype_load.hpp"
 #include "kvbits/status.hpp"
 
 namespace kvbits::eval {
@@ -16,15 +17,8 @@ namespace {
 
 // One tensor of any dump dtype as fp32 (fp16 and bf16 widen exactly).
 std::vector<float> to_f32(const TensorView& t) {
-  const size_t n = size_t(t.numel());
-  std::vector<float> out(n);
-  for (size_t i = 0; i < n; ++i) {
-    switch (t.dtype) {
-      case DType::f32: std::memcpy(&out[i], t.data + 4 * i, 4); break;
-      case DType::f16: { uint16_t h; std::memcpy(&h, t.data + 2 * i, 2); out[i] = half_to_float(h); break; }
-      case DType::bf16: { uint16_t h; std::memcpy(&h, t.data + 2 * i, 2); out[i] = bf16_to_float(h); break; }
-    }
-  }
+  std::vector<float> out(size_t(t.numel()));
+  load_row(t.data, 0, out.size(), t.dtype, out.data());
   return out;
 }
 
