@@ -19,6 +19,14 @@ echo "== install + C sample through pkg-config"
 meson install -C build-test --quiet
 scripts/check-install.sh "$PWD/build-test/install"
 
+# Each binding has its own test script (installs its toolchain if missing, builds against the
+# freshly installed library, runs its tests and samples).
+for t in bindings/*/test.sh; do
+  [[ -e "$t" ]] || continue
+  echo "== bindings: $t"
+  bash "$t" "$PWD/build-test/install"
+done
+
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer"
 [[ -d build-asan ]] || meson setup build-asan -Dwerror=true -Dcuda=disabled -Dbench=false \
   -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug >/dev/null
