@@ -410,7 +410,7 @@ int current_sm_count() {
 std::string head_name(uint32_t h) { return "decode_attention: KV head " + std::to_string(h) + ": "; }
 
 void validate(const DecodeParams& p) {
-  if (p.sink_tokens != 0 || p.window_tokens != 0 || p.fp16_layer)
+  if (p.sink_tokens != 0 || p.window_tokens != 0 || p.fp16_layer || p.seq_qend || p.fp16_blocks || p.q)
     fail(StatusCode::unsupported,
          "decode_attention: this version serves packed tokens only (sink = window = 0, no fp16 layer)");
   if (p.n_q_heads == 0 || p.n_kv_heads == 0 || p.n_q_heads % p.n_kv_heads != 0)

@@ -6,8 +6,9 @@
 // launches can be captured in a CUDA graph. The caller owns the workspace
 // (decode_workspace_bytes).
 //
-// This first version serves packed tokens only: sink = window = 0 (then qend == len) and no
-// fp16 layer. Anything else is Error(unsupported) (docs/gpu-decode.md).
+// The first version serves packed tokens only: sink = window = 0 (then qend == len), no fp16
+// layer and q_rot given; the fields for fp16 tokens and unrotated queries are the interface of
+// the next version. Until it lands they are Error(unsupported) (docs/gpu-decode.md).
 #pragma once
 
 #include <cstddef>
@@ -47,16 +48,32 @@ struct DecodeHead {
 struct DecodeParams {
   uint32_t n_seqs = 0, n_q_heads = 0, n_kv_heads = 0, head_dim = 0;
   uint32_t page_size = 64;     // must divide 64 or be a multiple of 64
-  uint32_t sink_tokens = 0, window_tokens = 0;  // must be 0 in this version
-  bool fp16_layer = false;     // must be false in this version
+  // fp16 tokens (cache.hpp): S sink tokens and a W-token recent ring per (sequence, layer).
+  // Token t of sequence s: t < S sink row t; S <= t < seq_qend[s] packed page row
+  // (t - S) % page_size of page_table[table_offset[s] + (t - S) / page_size];
+  // seq_qend[s] <= t < seq_len[s] ring row (t - S) % W.
+  uint32_t sink_tokens = 0, window_tokens = 0;  // S, W (the fp16 block geometry)
+  const uint32_t* seq_qend = nullptr;  // device [n_seqs]; null: every token is packed (S = W = 0)
+  // device [n_seqs]: the (sequence, layer) fp16 block, SeqLayerView layout (n_kv_heads = H):
+  // K sink [H][S][D], V sink [H][S][D], K ring [H][W][D], V ring [H][W][D], fp16 bits.
+  // Null when S + W == 0; an entry may be null only for a sequence with no fp16 token.
+  const uint16_t* const* fp16_blocks = nullptr;
+  // A layer the plan keeps at 16 bits: page rows hold fp16 K [D] at k_codes (offset 0) and
+  // fp16 V [D] at v_codes; heads carry no groups or tables.
+  bool fp16_layer = false;
   const DecodeHead* heads = nullptr;       // device [n_kv_heads]
   const DecodeHead* heads_host = nullptr;  // host copy of the same, for launch planning
   const float* centroids = nullptr;        // device, every head's tables
   const uint32_t* page_table = nullptr;    // device, all sequences' page ids back to back
   const uint32_t* table_offset = nullptr;  // device [n_seqs]: first entry of sequence s
-  const uint32_t* seq_len = nullptr;       // device [n_seqs]: packed tokens (== len == qend)
+  const uint32_t* seq_len = nullptr;       // device [n_seqs]: tokens held (len)
   uint32_t max_len = 0;  // host: upper bound of seq_len; fixes the split count (graph-stable)
   const float* q_rot = nullptr;  // device [n_seqs][n_q_heads][D]: q' = R_g q per group, hp order
+  // Alternatively the queries as the model gives them (device [n_seqs][n_q_heads][D], unrotated,
+  // q_dtype 0 = fp32, 1 = fp16, 2 = bf16 as kvbits::DType): when set, the decode launch rotates
+  // them itself (q_rot is then ignored). Needed for fp16 tokens, which are dotted with q itself.
+  const void* q = nullptr;
+  uint32_t q_dtype = 0;
   float scale = 0.0f;            // softmax scale; 0 = 1/sqrt(D)
   float* out = nullptr;          // device [n_seqs][n_q_heads][D] fp32
   float* lse = nullptr;          // device [n_seqs][n_q_heads] or null
