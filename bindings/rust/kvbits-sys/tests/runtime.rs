@@ -58,3 +58,33 @@ fn a_failing_call_reports_status_and_message_in_the_same_call() {
     let message = unsafe { CStr::from_ptr(err.message.as_ptr()) }.to_str().unwrap();
     assert!(!message.is_empty());
 }
+
+#[test]
+fn context_last_error_has_snprintf_semantics() {
+    let mut ctx: *mut kvb_context = std::ptr::null_mut();
+    let mut params = unsafe { std::mem::zeroed::<kvb_context_params>() };
+    unsafe { kvb_context_params_default(&mut params) };
+    params.backend = KVB_BACKEND_CPU;
+    params.n_threads = 1;
+    assert_eq!(unsafe { kvb_context_create(&params, &mut ctx, std::ptr::null_mut()) }, KVB_OK);
+    assert_eq!(unsafe { kvb_context_last_error(ctx, std::ptr::null_mut(), 0) }, 0);
+    // A cache without a plan fails and records its message on the context.
+    let mut cache: *mut kvb_cache = std::ptr::null_mut();
+    let mut cp = unsafe { std::mem::zeroed::<kvb_cache_params>() };
+    unsafe { kvb_cache_params_default(&mut cp) };
+    let status = unsafe { kvb_cache_create(ctx, std::ptr::null(), &cp, &mut cache, std::ptr::null_mut()) };
+    assert_eq!(status, KVB_ERR_NULL_POINTER);
+    assert!(cache.is_null());
+    let full = unsafe { kvb_context_last_error(ctx, std::ptr::null_mut(), 0) };
+    assert!(full > 8);
+    let mut buf = [0x55 as c_char; 6];
+    assert_eq!(unsafe { kvb_context_last_error(ctx, buf.as_mut_ptr(), buf.len()) }, full);
+    assert_eq!(buf[5], 0, "truncated to cap - 1 bytes and NUL-terminated");
+    let mut whole = vec![0 as c_char; full + 1];
+    assert_eq!(unsafe { kvb_context_last_error(ctx, whole.as_mut_ptr(), whole.len()) }, full);
+    assert_eq!(&whole[..5], &buf[..5]);
+    let text = unsafe { CStr::from_ptr(whole.as_ptr()) }.to_str().unwrap();
+    assert_eq!(text.len(), full);
+    assert!(text.contains("plan"), "{}", text);
+    unsafe { kvb_context_destroy(ctx) };
+}
