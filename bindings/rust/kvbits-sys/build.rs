@@ -28,13 +28,11 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
 
     let include_env = env::var_os("KVBITS_INCLUDE_DIR").map(PathBuf::from);
-    let mut include_dir: Option<PathBuf> = None;
-
-    if let Some(lib_dir) = env::var_os("KVBITS_LIB_DIR").map(PathBuf::from) {
+    let mut include_dir = if let Some(lib_dir) = env::var_os("KVBITS_LIB_DIR").map(PathBuf::from) {
         println!("cargo:rustc-link-search=native={}", lib_dir.display());
         println!("cargo:rustc-link-lib=dylib=kvbits");
         println!("cargo:lib_dir={}", lib_dir.display());
-        include_dir = include_env.or_else(|| Some(lib_dir.join("..").join("include")));
+        include_env.or_else(|| Some(lib_dir.join("..").join("include")))
     } else if env::var_os("KVBITS_NO_PKG_CONFIG").is_none() {
         let found = probe_pkg_config().unwrap_or_else(|why| {
             panic!(
@@ -45,11 +43,11 @@ fn main() {
                 why
             )
         });
-        include_dir = include_env.or(found);
+        include_env.or(found)
     } else {
         println!("cargo:rustc-link-lib=dylib=kvbits");
-        include_dir = include_dir.or(include_env);
-    }
+        include_env
+    };
 
     // Inside the kvbits source tree the header is also at ../../../capi (a fallback for the
     // layout test when nothing else says where the header is).
