@@ -7,7 +7,7 @@
 #   4. run the model end to end on each plan's packed kvbits cache (through the C API) against the
 #      fp32 cache: held-out perplexity and KL, greedy agreement, bytes per token; KIVI K2V2-K4V4
 #      (G = 32, R = 32, simulated exactly in the runtime) joins the table as the peer baseline.
-# Output goes to report/ (override with KVBITS_REPORT_DIR). About 4 s on 2 cores after the build.
+# Output goes to report/ (override with KVBITS_REPORT_DIR). About 7 s on 2 cores after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-deps.sh
