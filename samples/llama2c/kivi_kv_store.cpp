@@ -83,7 +83,7 @@ void KiviKvStore::check_layer(int layer, int pos, const char* what) const {
 
 void KiviKvStore::append(int layer, int pos, const float* k, const float* v) {
   check_layer(layer, pos, "append");
-  const Layer& l = layers_[size_t(layer)];
+  Layer& l = layers_[size_t(layer)];
   if (pos != l.length || pos >= capacity_)
     bad("append at " + at(layer, pos) + ": expected position " + std::to_string(l.length) + " (capacity " +
         std::to_string(capacity_) + ")");
@@ -99,9 +99,8 @@ void KiviKvStore::append(int layer, int pos, const float* k, const float* v) {
     kd[i] = to_fp16(k[i]);
     vd[i] = to_fp16(v[i]);
   }
-  Layer& m = layers_[size_t(layer)];
-  ++m.length;
-  m.step_open = true;
+  ++l.length;
+  l.step_open = true;
 }
 
 void KiviKvStore::attention(int layer, int pos, const float* q, float* out) {
