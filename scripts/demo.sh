@@ -5,8 +5,9 @@
 #      uniform TQ-MSE plans at the same bits,
 #   3. inspect and verify them, and write the allocation pictures,
 #   4. run the model end to end on each plan's packed kvbits cache (through the C API) against the
-#      fp32 cache: held-out perplexity and KL, greedy agreement, bytes per token.
-# Output goes to report/ (override with KVBITS_REPORT_DIR). About 4 s on 2 cores after the build.
+#      fp32 cache: held-out perplexity and KL, greedy agreement, bytes per token; KIVI K2V2-K4V4
+#      (G = 32, R = 32, simulated exactly in the runtime) joins the table as the peer baseline.
+# Output goes to report/ (override with KVBITS_REPORT_DIR). About 7 s on 2 cores after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-deps.sh
@@ -47,8 +48,8 @@ echo "== 3. inspect the 3-bit plan (per-head table: $out/stories260K-K3V3.inspec
 for p in "$out"/*.kvbplan; do "$kvbits" verify "$p"; done
 
 echo
-echo "== 4. end to end: the model on each plan's packed kvbits cache vs the fp32 cache"
-"$llama" eval --model "$model" --tokenizer "$tok" "${plans[@]}" \
+echo "== 4. end to end: the model on each plan's packed kvbits cache (and KIVI) vs the fp32 cache"
+"$llama" eval --model "$model" --tokenizer "$tok" "${plans[@]}" --kivi 2 --kivi 3 --kivi 4 \
   --sequences 8 --tokens 256 --seed 2 --gen-tokens 128 --json "$out/stories260K-eval.json" \
   | tee "$out/stories260K-eval.md"
 echo

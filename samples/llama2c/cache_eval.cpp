@@ -72,6 +72,11 @@ Reference run_reference(const Model& model, const EvalOptions& o) {
 }
 
 CacheScore score_cache(const Model& model, const Reference& ref, const EvalOptions& o, const KvStoreFactory& make) {
+  return score_cache(model, ref, o, PromptKvStoreFactory([&](int) { return make(); }));
+}
+
+CacheScore score_cache(const Model& model, const Reference& ref, const EvalOptions& o,
+                       const PromptKvStoreFactory& make) {
   check_options(model, o);
   const int vocab = model.config().vocab_size;
   CacheScore score;
@@ -81,7 +86,7 @@ CacheScore score_cache(const Model& model, const Reference& ref, const EvalOptio
   size_t agree = 0;
   for (size_t s = 0; s < ref.sequences.size(); ++s) {
     const std::vector<int>& seq = ref.sequences[s];
-    std::unique_ptr<KvStore> kv = make();
+    std::unique_ptr<KvStore> kv = make(0);
     for (size_t pos = 0; pos + 1 < seq.size(); ++pos) {
       const float* logits = runner.forward(seq[pos], int(pos), *kv);
       log_softmax(logits, vocab, &lq);
@@ -99,7 +104,7 @@ CacheScore score_cache(const Model& model, const Reference& ref, const EvalOptio
   score.kl = kl / n;
   score.top1 = double(agree) / n;
 
-  std::unique_ptr<KvStore> kv = make();
+  std::unique_ptr<KvStore> kv = make(int(o.prompt.size()));
   score.greedy = greedy_continuation(model, *kv, o);
   const std::vector<int>& a = ref.greedy;
   const std::vector<int>& b = score.greedy;

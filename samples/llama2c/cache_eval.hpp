@@ -45,6 +45,10 @@ struct CacheScore {
 
 // A fresh, empty cache for one sequence.
 using KvStoreFactory = std::function<std::unique_ptr<KvStore>()>;
+// The same for caches that treat a prompt apart (KIVI's prefill): `prompt_tokens` leading
+// positions are a prompt run before decoding; 0 for the teacher-forced runs, where every
+// position is scored as a decode step.
+using PromptKvStoreFactory = std::function<std::unique_ptr<KvStore>(int prompt_tokens)>;
 
 // Samples the held-out sequences and runs them and the prompt with the fp32 cache.
 // Error(invalid_argument) for bad options.
@@ -53,5 +57,8 @@ Reference run_reference(const Model& model, const EvalOptions& options);
 // Runs the reference's sequences teacher-forced and the prompt greedily on caches from `make`.
 CacheScore score_cache(const Model& model, const Reference& reference, const EvalOptions& options,
                        const KvStoreFactory& make);
+// The same; the greedy run's cache is told the prompt's length.
+CacheScore score_cache(const Model& model, const Reference& reference, const EvalOptions& options,
+                       const PromptKvStoreFactory& make);
 
 }  // namespace llama2c

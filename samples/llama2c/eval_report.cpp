@@ -56,8 +56,11 @@ std::string eval_json(const Reference& ref, const EvalOptions& o, int head_dim, 
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
   for (const EvalRow& r : rows) {
     const CacheScore& s = r.score;
+    nlohmann::ordered_json kivi = nullptr;
+    if (r.kivi) kivi = {{"bits", r.kivi->bits}, {"group", r.kivi->group}, {"residual", r.kivi->residual}};
     list.push_back({{"setting", r.setting},
                     {"plan", r.plan_path},
+                    {"kivi", kivi},
                     {"bytes_per_token_per_kv_head", r.bytes_per_token_head},
                     {"compression_vs_fp16", 4.0 * head_dim / r.bytes_per_token_head},
                     {"perplexity", s.perplexity},

@@ -2,16 +2,19 @@
 // numbers as JSON.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "cache_eval.hpp"
+#include "kivi_kv_store.hpp"
 
 namespace llama2c {
 
 struct EvalRow {
   std::string setting;          // e.g. "Block-GTQ K3V3"
-  std::string plan_path;        // empty for the fp32 reference
+  std::string plan_path;        // empty for the fp32 reference and KIVI
+  std::optional<KiviStoreOptions> kivi;  // KIVI rows: bits, G, R
   double bytes_per_token_head;  // K + V bytes per token per KV head (codes and scales)
   CacheScore score;
   double seconds = 0;           // wall time of its runs
@@ -25,7 +28,7 @@ EvalRow reference_row(const Reference& reference, int head_dim);
 std::string eval_markdown(const Reference& reference, const EvalOptions& options, int head_dim,
                           const std::vector<EvalRow>& rows);
 
-// The same, machine-readable, with the options and the greedy token ids.
+// The same, machine-readable, with the options, KIVI's bits / G / R and the greedy token ids.
 std::string eval_json(const Reference& reference, const EvalOptions& options, int head_dim,
                       const std::vector<EvalRow>& rows);
 

@@ -11,6 +11,7 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "eval_report.hpp"
 #include "generate.hpp"
 #include "kv_store.hpp"
+#include "kivi_kv_store.hpp"
 #include "kvbits_kv_store.hpp"
 #include "kvbits/status.hpp"
 #include "kvbits_config.h"
@@ -43,7 +45,7 @@ struct Option {
   const char* value;  // placeholder shown in help
   const char* help;
   const char* default_value;  // nullptr: required (or optional without default, see help)
-  bool repeatable = false;    // may be given several times (at most one such option per command)
+  bool repeatable = false;    // may be given several times
 };
 
 struct Command {
@@ -87,16 +89,22 @@ const Command kCapture = {
 
 const Command kEval = {
     "eval",
-    "judge kvbits plans against the fp32 cache on held-out text",
+    "judge kvbits plans (and KIVI) against the fp32 cache on held-out text",
     "Samples --sequences sequences of --tokens positions from the fp32 model (BOS first, then\n"
     "sampled at --temperature with --seed; use another seed than the calibration capture), runs\n"
     "them teacher-forced with each plan's kvbits cache, and greedily continues --prompt for\n"
     "--gen-tokens tokens with every cache. Prints a Markdown table: bytes per token per KV head\n"
     "and compression vs fp16, leading greedy tokens equal to fp32 and the overall match,\n"
-    "perplexity (and its change vs fp32), mean KL(p_fp32 || p_plan) in nats, top-1 agreement.",
+    "perplexity (and its change vs fp32), mean KL(p_fp32 || p_plan) in nats, top-1 agreement.\n"
+    "--kivi BITS adds KIVI at K<BITS>V<BITS>, simulated exactly (per-channel keys in G-token\n"
+    "groups, per-token values, an fp16 residual of R tokens; every teacher-forced position is a\n"
+    "decode step, the greedy prompt is a prefill). At least one --plan or --kivi is needed.",
     {{"model", "FILE", "llama2.c v0 checkpoint (.bin)", nullptr},
      {"tokenizer", "FILE", "llama2.c tokenizer (tok512.bin format)", nullptr},
-     {"plan", "FILE", "kvbits bit plan to judge", nullptr, true},
+     {"plan", "FILE", "kvbits bit plan to judge", "", true},
+     {"kivi", "BITS", "also judge KIVI with BITS-bit keys and values, 1-8", "", true},
+     {"kivi-group", "G", "KIVI group: tokens per key group, channels per value group", "32"},
+     {"kivi-residual", "R", "KIVI fp16 residual length, a multiple of G", "32"},
      {"sequences", "N", "held-out sequences", "8"},
      {"tokens", "N", "positions per sequence, BOS included (<= the model's seq_len)", "256"},
      {"seed", "S", "seed of the SplitMix64 sampler of the held-out sequences", "2"},
@@ -132,10 +140,11 @@ void print_main_help(std::FILE* to) {
                kProgram);
 }
 
-// Option values by name, defaults filled in; the values of the command's repeatable option go
-// to *repeated instead. Returns false when --help was asked for.
+// Option values by name, defaults filled in; the values of repeatable options go to
+// (*repeated)[name] instead, in order, and *given collects the names on the command line.
+// Returns false when --help was asked for.
 bool parse_options(const Command& cmd, int argc, char** argv, std::map<std::string, std::string>* values,
-                   std::vector<std::string>* repeated) {
+                   std::map<std::string, std::vector<std::string>>* repeated, std::set<std::string>* given) {
   for (int i = 0; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") return false;
@@ -155,11 +164,12 @@ bool parse_options(const Command& cmd, int argc, char** argv, std::map<std::stri
       if (i + 1 >= argc) throw UsageError{"option '--" + name + "' needs a value"};
       value = argv[++i];
     }
-    if (option->repeatable) repeated->push_back(value);
+    given->insert(name);
+    if (option->repeatable) (*repeated)[name].push_back(value);
     else if (!values->emplace(name, value).second) throw UsageError{"option '--" + name + "' given twice"};
   }
   for (const Option& o : cmd.options) {
-    if (o.repeatable && repeated->empty() && o.default_value == nullptr)
+    if (o.repeatable && repeated->count(o.name) == 0 && o.default_value == nullptr)
       throw UsageError{std::string("missing required option --") + o.name};
     if (o.repeatable || values->count(o.name) != 0) continue;
     if (o.default_value == nullptr) throw UsageError{std::string("missing required option --") + o.name};
@@ -176,14 +186,18 @@ std::string to_text(T x) {
 }
 
 template <typename T>
-T parse_number(const std::map<std::string, std::string>& v, const char* name, T lo, T hi) {
-  const std::string& s = v.at(name);
+T parse_text(const std::string& s, const char* name, T lo, T hi) {
   T x{};
   const auto r = std::from_chars(s.data(), s.data() + s.size(), x);
   if (s.empty() || r.ec != std::errc() || r.ptr != s.data() + s.size() || !(x >= lo && x <= hi))
     throw UsageError{std::string("--") + name + " must be a number in [" + to_text(lo) + ", " + to_text(hi) +
                      "], got '" + s + "'"};
   return x;
+}
+
+template <typename T>
+T parse_number(const std::map<std::string, std::string>& v, const char* name, T lo, T hi) {
+  return parse_text<T>(v.at(name), name, lo, hi);
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -292,7 +306,37 @@ void write_text_file(const std::string& path, const std::string& text) {
   if (!out) kvbits::fail(kvbits::StatusCode::io_error, "cannot write '" + path + "'");
 }
 
-int run_eval(const std::map<std::string, std::string>& v, const std::vector<std::string>& plans) {
+// --kivi BITS (repeatable) with --kivi-group / --kivi-residual: one KIVI setting per BITS.
+std::vector<KiviStoreOptions> kivi_settings(const std::map<std::string, std::string>& v,
+                                            const std::vector<std::string>& bits, const Config& config) {
+  std::vector<KiviStoreOptions> settings;
+  for (const std::string& b : bits) {
+    KiviStoreOptions k;
+    k.bits = parse_text<int>(b, "kivi", 1, 8);
+    k.group = parse_number<uint32_t>(v, "kivi-group", 1, 1u << 16);
+    k.residual = parse_number<uint32_t>(v, "kivi-residual", 1, 1u << 16);
+    for (const KiviStoreOptions& s : settings)
+      if (s.bits == k.bits) throw UsageError{"--kivi " + b + " given twice"};
+    try {
+      const KiviKvStore probe(config, k);  // refuses R that is not a multiple of G
+    } catch (const kvbits::Error& e) {
+      throw UsageError{std::string("--kivi-group / --kivi-residual: ") + e.what()};
+    }
+    settings.push_back(k);
+  }
+  return settings;
+}
+
+int run_eval(const std::map<std::string, std::string>& v, const std::map<std::string, std::vector<std::string>>& repeated,
+             const std::set<std::string>& given) {
+  const auto list = [&](const char* name) {
+    const auto it = repeated.find(name);
+    return it == repeated.end() ? std::vector<std::string>() : it->second;
+  };
+  const std::vector<std::string> plans = list("plan"), kivi_bits = list("kivi");
+  for (const char* name : {"kivi-group", "kivi-residual"})
+    if (kivi_bits.empty() && given.count(name) != 0) throw UsageError{std::string("--") + name + " needs --kivi BITS"};
+  if (plans.empty() && kivi_bits.empty()) throw UsageError{"missing required option --plan (or --kivi BITS)"};
   EvalOptions o;
   o.sequences = parse_number<int>(v, "sequences", 1, 1 << 16);
   o.tokens = parse_number<int>(v, "tokens", 2, 1 << 20);
@@ -307,13 +351,21 @@ int run_eval(const std::map<std::string, std::string>& v, const std::vector<std:
   if (o.prompt.size() + size_t(o.gen_tokens) > size_t(c.seq_len))
     throw UsageError{"the prompt (" + std::to_string(o.prompt.size()) + " tokens) + --gen-tokens exceeds seq_len " +
                      std::to_string(c.seq_len)};
+  const std::vector<KiviStoreOptions> kivi = kivi_settings(v, kivi_bits, c);
   // Every plan is opened before the long runs, so a wrong file fails at once.
-  std::vector<EvalRow> rows(plans.size());
+  std::vector<EvalRow> rows(plans.size() + kivi.size());
   for (size_t i = 0; i < plans.size(); ++i) {
     const KvbitsKvStore probe(c, plans[i]);
     rows[i].setting = setting_name(probe.plan_info());
     rows[i].plan_path = plans[i];
     rows[i].bytes_per_token_head = probe.plan_info().bytes_per_token_per_head;
+  }
+  for (size_t i = 0; i < kivi.size(); ++i) {
+    EvalRow& row = rows[plans.size() + i];
+    row.setting = kivi_setting_name(kivi[i]);
+    row.kivi = kivi[i];
+    // The lab's accounting, with the fp16 residual averaged over a held-out sequence.
+    row.bytes_per_token_head = KiviKvStore(c, kivi[i]).bytes_per_token_per_head(o.tokens);
   }
 
   auto t0 = std::chrono::steady_clock::now();
@@ -323,9 +375,19 @@ int run_eval(const std::map<std::string, std::string>& v, const std::vector<std:
   std::fprintf(stderr, " %.1f s\n", seconds_since(t0));
   for (size_t i = 0; i < rows.size(); ++i) {
     t0 = std::chrono::steady_clock::now();
+    const bool is_plan = i < plans.size();
     std::fprintf(stderr, "eval: [%zu/%zu] %s (%s) ...", i + 1, rows.size(), rows[i].setting.c_str(),
-                 std::filesystem::path(plans[i]).filename().string().c_str());
-    rows[i].score = score_cache(model, ref, o, [&] { return std::make_unique<KvbitsKvStore>(c, plans[i]); });
+                 is_plan ? std::filesystem::path(plans[i]).filename().string().c_str() : "simulated");
+    if (is_plan) {
+      rows[i].score = score_cache(model, ref, o, [&] { return std::make_unique<KvbitsKvStore>(c, plans[i]); });
+    } else {
+      const KiviStoreOptions setting = *rows[i].kivi;
+      rows[i].score = score_cache(model, ref, o, [&](int prompt_tokens) {
+        KiviStoreOptions k = setting;
+        k.prefill = prompt_tokens;  // KIVI prefills a prompt; teacher-forced tokens are decode steps
+        return std::make_unique<KiviKvStore>(c, k);
+      });
+    }
     rows[i].seconds = seconds_since(t0);
     std::fprintf(stderr, " %.1f s\n", rows[i].seconds);
   }
@@ -356,12 +418,13 @@ int run(int argc, char** argv) {
   if (cmd == nullptr) throw UsageError{"unknown command '" + command + "'"};
   try {
     std::map<std::string, std::string> values;
-    std::vector<std::string> repeated;
-    if (!parse_options(*cmd, argc - 2, argv + 2, &values, &repeated)) {
+    std::map<std::string, std::vector<std::string>> repeated;
+    std::set<std::string> given;
+    if (!parse_options(*cmd, argc - 2, argv + 2, &values, &repeated, &given)) {
       print_command_help(*cmd, stdout);
       return 0;
     }
-    if (cmd == &kEval) return run_eval(values, repeated);
+    if (cmd == &kEval) return run_eval(values, repeated, given);
     return cmd == &kGenerate ? run_generate(values) : run_capture(values);
   } catch (UsageError& e) {
     e.help_hint = std::string(kProgram) + " " + cmd->name + " --help";
