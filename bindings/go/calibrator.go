@@ -178,7 +178,12 @@ func (c *Calibrator) acquire(op string) (*C.kvb_calibrator, error) {
 }
 
 // Shape returns the model shape the calibrator was created for (RotaryDim resolved).
-func (c *Calibrator) Shape() ModelShape { return c.shape }
+func (c *Calibrator) Shape() ModelShape {
+	if c == nil {
+		return ModelShape{}
+	}
+	return c.shape
+}
 
 // Observe accumulates one chunk of one layer in fp32: q [n_tokens, n_q_heads, head_dim] and
 // k [n_tokens, n_kv_heads, head_dim]. Either may be empty to observe only the other side.

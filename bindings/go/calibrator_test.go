@@ -48,6 +48,12 @@ func TestCalibratorHalfInputs(t *testing.T) {
 func TestCalibratorOptions(t *testing.T) {
 	ctx := newTestContext(t)
 	cal := observed(t, ctx, testShape(), 32, 9)
+	if s := DefaultModelShape(); s != (ModelShape{RopeLayout: RopeSplitHalf, RopeTheta: 10000}) {
+		t.Errorf("DefaultModelShape() = %+v", s)
+	}
+	if s := cal.Shape(); s.RotaryDim != 16 || s.NQHeads != 4 {
+		t.Errorf("Shape() = %+v: rotary dim 0 resolves to head_dim", s)
+	}
 	d := DefaultPlanOptions()
 	if d.Method != MethodBlockGTQ || d.KAvgBits != 3 || d.KMinBits != 1 || d.KMaxBits != 8 || d.VBits != 3 ||
 		d.Score != ScoreProduct || d.Codebooks != CodebooksLloydMax || d.RotationSeed != 42 {
