@@ -1,0 +1,3 @@
+module kvbits.dev/kvbits
+
+go 1.19
