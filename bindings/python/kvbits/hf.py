@@ -129,8 +129,7 @@ def _batches(texts, tokenizer, token_ids, max_length, batch_size, device):
     if texts is not None:
         if tokenizer is None:
             raise InvalidArgument("texts need a tokenizer")
-        if isinstance(texts, str):
-            texts = [texts]
+        texts = [texts] if isinstance(texts, str) else list(texts)
         side, pad = tokenizer.padding_side, tokenizer.pad_token
         tokenizer.padding_side = "right"
         if pad is None:

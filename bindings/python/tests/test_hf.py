@@ -47,6 +47,9 @@ class TestHF(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if cls.device == "cuda":  # full fp32 matmuls, so the 1e-5 checks hold on any GPU
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         cls.tmp = tempfile.TemporaryDirectory()
 
     @classmethod
@@ -166,6 +169,19 @@ class TestHF(unittest.TestCase):
             f.write("the cat sat on the mat\n\nthe dog ran after the cat and the cat ran\n")
         self.assertIn("2 sequences", self.run_cli(["--model", folder, "--texts", texts, "--device", "cpu"],
                                                   "texts.kvbplan"))
+
+    def test_calibrate_texts_in_padded_batches(self):
+        model = self.model("LlamaConfig")
+        try:
+            tokenizer = self.word_tokenizer()
+        except ImportError as e:
+            self.skipTest(f"no tokenizers package: {e}")
+        texts = ["the cat sat on the mat", "the dog ran after the cat and the cat ran", "cat"]
+        tokenizer.padding_side = "left"  # calibrate pads on the right whatever the tokenizer says
+        with hf.calibrate(model, texts, tokenizer=tokenizer, batch_size=2, date=DATE) as plan:
+            self.assertEqual(plan.info().calib_tokens, 6 + 10 + 1)  # words; padding is not counted
+        self.assertIsNone(tokenizer.pad_token)  # the tokenizer is left as it was
+        self.assertEqual(tokenizer.padding_side, "left")
 
     def run_cli(self, args, name):
         out = os.path.join(self.tmp.name, name)
