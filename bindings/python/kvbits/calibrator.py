@@ -1,11 +1,13 @@
 """The calibrator: query/key samples -> per-RoPE-block energies -> a bit plan."""
 import ctypes as C
 
+import numpy as np
+
 from . import _library, _structs as S
 from ._handle import Handle
 from ._tensors import input_array, integer
 from .errors import InvalidArgument, ShapeMismatch
-from .plan import Codebooks, Method, Plan, Score, enum_value
+from .plan import Codebooks, Method, ModelShape, Plan, RopeLayout, Score, enum_value
 
 
 class Calibrator(Handle):
@@ -20,11 +22,15 @@ class Calibrator(Handle):
 
     def __init__(self, context, shape):
         super().__init__(None)
+        if not isinstance(shape, ModelShape):
+            raise InvalidArgument(f"shape must be a kvbits.ModelShape, got {type(shape).__name__}")
         s = shape.to_struct()
         out = C.c_void_p()
         _library.call("kvb_calibrator_create", context._handle(), C.byref(s), C.byref(out))
         self._ptr = out
-        self.shape = shape
+        # A copy of what the library got: observe() sizes the caller's arrays with it.
+        self.shape = ModelShape(s.n_layers, s.n_q_heads, s.n_kv_heads, s.head_dim, s.rotary_dim,
+                                RopeLayout(s.rope_layout), s.rope_theta)
 
     def observe(self, layer, q=None, k=None, dtype=None):
         """Observes one chunk of one layer: q [n_tokens, n_q_heads, head_dim] and/or
@@ -32,11 +38,12 @@ class Calibrator(Handle):
         layer = integer(layer, "layer")
         if q is None and k is None:
             raise InvalidArgument("observe needs q, k or both")
-        first = q if q is not None else k
-        n_tokens = first.shape[0] if getattr(first, "ndim", 0) == 3 else None
-        if n_tokens is None or n_tokens < 1:
-            raise ShapeMismatch(f"{'q' if q is not None else 'k'} must have shape [n_tokens >= 1, heads, head_dim], "
-                                f"got {getattr(first, 'shape', None)}")
+        first, name = (q, "q") if q is not None else (k, "k")
+        if not isinstance(first, np.ndarray):
+            raise InvalidArgument(f"{name} must be a numpy.ndarray, got {type(first).__name__}")
+        if first.ndim != 3 or first.shape[0] < 1:
+            raise ShapeMismatch(f"{name} must have shape [n_tokens >= 1, heads, head_dim], got {first.shape}")
+        n_tokens = first.shape[0]
         d = self.shape.head_dim
         qa = ka = None
         if q is not None:
@@ -75,7 +82,7 @@ class Calibrator(Handle):
                 setattr(o, name, integer(value, name))
         if rotation_seed is not None:
             o.rotation_seed = integer(rotation_seed, "rotation_seed", 0, 2**64 - 1)
-        layers = [integer(x, f"fp16_layers[{i}]") for i, x in enumerate(fp16_layers)]
+        layers = [integer(x, f"fp16_layers[{i}]") for i, x in enumerate(fp16_layers or ())]
         layer_array = (C.c_uint32 * max(1, len(layers)))(*layers)
         o.n_fp16_layers = len(layers)
         o.fp16_layers = C.cast(layer_array, C.POINTER(C.c_uint32)) if layers else None

@@ -142,6 +142,10 @@ class TestCalibrator(unittest.TestCase):
             with self.assertRaises(kvbits.InvalidArgument):
                 cal.observe(0)
             with self.assertRaises(kvbits.InvalidArgument):
+                cal.observe(0, q=q.tolist(), k=k)
+            with self.assertRaises(kvbits.ShapeMismatch):
+                cal.observe(0, k=k[:0])  # no tokens
+            with self.assertRaises(kvbits.InvalidArgument):
                 cal.observe(-1, q=q, k=k)
             for layer, (q, k) in enumerate(self.data):
                 cal.observe(layer, q=q, k=k)
