@@ -16,7 +16,8 @@ import kvbits
 
 def activations(rng, rows, heads, head_dim):
     """Made-up head vectors, larger in higher dims so RoPE blocks differ in energy as in real models."""
-    return (rng.standard_normal((rows, heads, head_dim)) * (0.5 + 1.5 * np.arange(head_dim) / head_dim)).astype(np.float32)
+    scale = 0.5 + 1.5 * np.arange(head_dim) / head_dim
+    return (rng.standard_normal((rows, heads, head_dim)) * scale).astype(np.float32)
 
 
 def calibrate(ctx, rng):
