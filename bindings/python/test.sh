@@ -31,4 +31,9 @@ out=$(python3 "$root/samples/python/decode_demo.py")
 echo "$out"
 grep -q "plan: 2 layers, 4 query heads, 2 KV heads, head_dim 64" <<<"$out"
 grep -q "cache: 2 sequences, 29 tokens" <<<"$out"
+# The sample again on a plan file (the cross-language fixture's plan).
+python3 "$root/bindings/crosslang/make_fixture.py" "$work/fixture"
+out=$(python3 "$root/samples/python/decode_demo.py" "$work/fixture/plan.kvbplan")
+echo "$out"
+grep -q "plan: 2 layers, 8 query heads, 4 KV heads, head_dim 64; 3.00 key bits, 3 value bits" <<<"$out"
 echo "bindings/python: OK"
