@@ -1,0 +1,56 @@
+// kvbits CUDA — shared-memory plan of the tensor-core decode kernel (decode_mma.cu), used by the
+// kernel and by the host launcher.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/decode.cuh"
+#include "cuda/decode_plain.cuh"
+
+namespace kvbits::cuda::decode_detail {
+
+constexpr uint32_t kMmaWarps = 4;        // 128 threads
+constexpr uint32_t kMmaWarpStages = 2;   // sub-tile buffers per warp
+constexpr uint32_t kMmaLutWords = 1024;  // every table of a head, hi/lo fp16 pairs
+constexpr uint32_t kMmaSubPad = 16;      // bytes before each sub-tile (the 2-bit pre-shift reads them)
+
+// Bytes of one warp's sub-tile buffer: the front pad and the largest sub-tile of the layer's heads.
+__host__ __device__ inline uint32_t mma_buffer_bytes(uint32_t sub_tile_bytes) {
+  return round16(kMmaSubPad + sub_tile_bytes);
+}
+
+// Virtual K chunks of 8 slots (each group padded to a multiple of 8 dims), at most.
+__host__ __device__ inline uint32_t mma_max_chunks(uint32_t D) { return D / 8 + kDecodeMaxGroups; }
+
+// Dynamic shared memory of one CTA, in bytes from the base:
+//   [0, off_qb)   kMmaWarps x kMmaWarpStages sub-tile buffers of `buffer` bytes; reused at the
+//                 end for the warps' accumulators red [warps][8 nt][D] fp32, and by fp16 splits
+//                 (plain_split's layout)
+//   qB            per virtual K chunk, 8-query tile, query and lane slot: q' as an fp16 hi/lo pair
+//   P / staging   per warp P [64][8 nt] hi/lo pairs; before the main loop the hp-ordered raw
+//                 queries [D][8 nt] and q' [8 nt][D] fp32
+//   wm, wl, wt    per warp and query: running max, sum, merge weight
+struct MmaSmemPlan {
+  uint32_t buffer, off_qb, off_pbuf, off_qstage, off_qrot, off_wm, off_wl, off_wt, total;
+};
+
+__host__ __device__ inline MmaSmemPlan mma_smem_plan(uint32_t buffer, uint32_t D, uint32_t nt) {
+  const uint32_t gqp = 8 * nt;
+  MmaSmemPlan p{};
+  p.buffer = buffer;
+  uint32_t region = kMmaWarps * kMmaWarpStages * buffer;
+  region = region > kMmaWarps * gqp * D * 4 ? region : kMmaWarps * gqp * D * 4;
+  region = region > plain_smem_bytes(D, gqp) ? region : plain_smem_bytes(D, gqp);
+  p.off_qb = round16(region);
+  p.off_pbuf = p.off_qb + mma_max_chunks(D) * nt * 8 * 8 * 4;
+  const uint32_t pbuf = kMmaWarps * 64 * gqp * 4, staging = 2 * D * gqp * 4;
+  p.off_qstage = p.off_pbuf;
+  p.off_qrot = p.off_pbuf + D * gqp * 4;
+  p.off_wm = p.off_pbuf + (pbuf > staging ? pbuf : staging);
+  p.off_wl = p.off_wm + kMmaWarps * gqp * 4;
+  p.off_wt = p.off_wl + kMmaWarps * gqp * 4;
+  p.total = round16(p.off_wt + kMmaWarps * gqp * 4);
+  return p;
+}
+
+}  // namespace kvbits::cuda::decode_detail
