@@ -81,14 +81,14 @@ __device__ void rotated_queries(const KernelArgs& a, const DecodeHead& hd, uint3
     float acc[GQP];
 #pragma unroll
     for (int i = 0; i < GQP; ++i) acc[i] = 0.0f;
-    // Row s of R_g from global memory (L2), eight 8-byte loads in flight per batch; dims are
-    // even, so rows are 8-byte aligned.
-    for (uint32_t j0 = 0; j0 < d; j0 += 16) {
-      float2 r[8];
+    // Row s of R_g from global memory (L2), sixteen 8-byte loads in flight per batch (a Block-GTQ
+    // group row of <= 32 dims in one round trip); dims are even, so rows are 8-byte aligned.
+    for (uint32_t j0 = 0; j0 < d; j0 += 32) {
+      float2 r[16];
 #pragma unroll
-      for (uint32_t u = 0; u < 8; ++u) r[u] = j0 + 2 * u < d ? R[j0 / 2 + u] : make_float2(0.0f, 0.0f);
+      for (uint32_t u = 0; u < 16; ++u) r[u] = j0 + 2 * u < d ? R[j0 / 2 + u] : make_float2(0.0f, 0.0f);
 #pragma unroll
-      for (uint32_t u = 0; u < 8; ++u) {
+      for (uint32_t u = 0; u < 16; ++u) {
         if (j0 + 2 * u >= d) break;
         float q0[GQP], q1[GQP];
         load_row<GQP>(stage + (first + j0 + 2 * u) * GQP, q0);

@@ -179,9 +179,9 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
     cp_async_commit();
   }
 
-  // ---- Prologue, while the first sub-tiles load: q' [GQP][D], table and query maxima, group
-  // descriptors, the LUT and the per-chunk B operands.
-  rotated_queries<GQP>(a, hd, seq, h, reinterpret_cast<float*>(smem + sp.off_qstage), qrot, 1, D);
+  // ---- Prologue, while the first sub-tiles load. Warp w owns tables w, w + 4, ...: the LUT of
+  // (hi, lo) centroid pairs, each table scaled by its own power of two. Then q' [GQP][D] (its
+  // barriers publish the LUT), the group descriptors and the per-chunk B operands.
   const uint32_t G = hd.n_k_groups;
   for (uint32_t tb = warp; tb <= G; tb += kMmaWarps) {  // table tb: K group tb, or V (tb == G)
     const uint32_t bits = tb < G ? hd.k_groups[tb].bits : hd.v_bits;
@@ -190,43 +190,36 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
     float mc = 0.0f;
     for (uint32_t k = lane; k < (1u << bits); k += 32) mc = fmaxf(mc, fabsf(cent[k]));
     mc = warp_max(mc);
+    const uint32_t off = lut_offset(hd, bits, tb == G) / 4;
+    const float f = exp2i(prescale(mc));
+    for (uint32_t k = lane; k < (1u << bits); k += 32) lut[off + k] = split_hl(cent[k] * f);
+    if (lane == 0) table_max[tb] = mc;
+  }
+  rotated_queries<GQP>(a, hd, seq, h, reinterpret_cast<float*>(smem + sp.off_qstage), qrot, 1, D);
+  for (uint32_t g = warp; g < G; g += kMmaWarps) {
+    const DecodeGroup& gr = hd.k_groups[g];
     float mq = 0.0f;
-    if (tb < G) {
-      const DecodeGroup& gr = hd.k_groups[tb];
-      for (uint32_t k = lane; k < GQP * gr.dims; k += 32)
-        mq = fmaxf(mq, fabsf(qrot[(k / gr.dims) * D + gr.first_slot + k % gr.dims]));
-      mq = warp_max(mq);
-    }
+    for (uint32_t k = lane; k < GQP * gr.dims; k += 32)
+      mq = fmaxf(mq, fabsf(qrot[(k / gr.dims) * D + gr.first_slot + k % gr.dims]));
+    mq = warp_max(mq);
     if (lane == 0) {
-      table_max[tb] = mc;
-      if (tb < G) {
-        const DecodeGroup& gr = hd.k_groups[tb];
-        MmaGroup m;
-        m.bits = gr.bits;
-        m.m4 = ((1u << gr.bits) - 1u) << 2;
-        m.lut_off = lut_offset(hd, gr.bits, false);
-        m.n_chunks = (gr.dims + 7) / 8;
-        m.v0 = 0;
-        for (uint32_t q = 0; q < tb; ++q) m.v0 += (hd.k_groups[q].dims + 7) / 8;
-        m.bit_off = gr.byte_offset * 8 + kMmaSubPad * 8 - 2;
-        m.pw = (30 / gr.bits) / 2;
-        m.first = gr.first_slot;
-        m.dims = gr.dims;
-        m.qf = exp2i(prescale(mq));
-        m.f = a.scale * exp2i(-(prescale(mc) + prescale(mq)));
-        groups[tb] = m;
-      }
+      MmaGroup m;
+      m.bits = gr.bits;
+      m.m4 = ((1u << gr.bits) - 1u) << 2;
+      m.lut_off = lut_offset(hd, gr.bits, false);
+      m.n_chunks = (gr.dims + 7) / 8;
+      m.v0 = 0;
+      for (uint32_t q = 0; q < g; ++q) m.v0 += (hd.k_groups[q].dims + 7) / 8;
+      m.bit_off = gr.byte_offset * 8 + kMmaSubPad * 8 - 2;
+      m.pw = (30 / gr.bits) / 2;
+      m.first = gr.first_slot;
+      m.dims = gr.dims;
+      m.qf = exp2i(prescale(mq));
+      m.f = a.scale * exp2i(-(prescale(table_max[g]) + prescale(mq)));
+      groups[g] = m;
     }
   }
   __syncthreads();
-  for (uint32_t tb = 0; tb <= G; ++tb) {  // the LUT: (hi, lo) of centroid * 2^prescale
-    const uint32_t bits = tb < G ? hd.k_groups[tb].bits : hd.v_bits;
-    const float* cent =
-        a.centroids + hd.centroid_base + (tb < G ? hd.k_groups[tb].centroid_offset : hd.v_centroid_offset);
-    const uint32_t off = lut_offset(hd, bits, tb == G) / 4;
-    const float f = exp2i(prescale(table_max[tb]));
-    for (uint32_t k = tid; k < (1u << bits); k += kCtaThreads) lut[off + k] = split_hl(cent[k] * f);
-  }
   // qb[((v * NT + nt) * 8 + i) * 8 + 2 t + hh]: lane slot t + 4 hh of virtual chunk v for query
   // 8 nt + i, i.e. element 2 * n_chunks * t + 2 c + hh of the chunk's group (c = v - v0), zero
   // past the group's dims.
