@@ -33,6 +33,7 @@
 #include "cuda/encode.hpp"
 #include "kvbits/codebook.hpp"
 #include "kvbits/rotation.hpp"
+#include "kvbits/status.hpp"
 
 using namespace kvbits;
 
@@ -223,10 +224,15 @@ Result run(const Shape& sh, const LayoutSpec& spec, uint32_t ctx, uint32_t batch
   const size_t n_out = size_t(batch) * sh.q_heads * D;
   cuda::DeviceBlock out_a(n_out * 4), out_b(n_out * 4), lse(size_t(batch) * sh.q_heads * 4);
   p.lse = lse.as<float>();
-  p.out = out_a.as<float>();
-  res.scalar = time_variant(p, cuda::kDecodeVariantScalar, flush, flush_bytes);
-  p.out = out_b.as<float>();
-  res.mma = time_variant(p, cuda::kDecodeVariantMma, flush, flush_bytes);
+  try {
+    p.out = out_a.as<float>();
+    res.scalar = time_variant(p, cuda::kDecodeVariantScalar, flush, flush_bytes);
+    p.out = out_b.as<float>();
+    res.mma = time_variant(p, cuda::kDecodeVariantMma, flush, flush_bytes);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s %s ctx %u batch %u: %s\n", sh.name, spec.name, ctx, batch, e.what());
+    std::exit(1);
+  }
   // Sanity: finite outputs and the two kernels agree (random data, no CPU reference here).
   std::vector<float> a(n_out), b(n_out);
   CK(cudaMemcpy(a.data(), out_a.get(), n_out * 4, cudaMemcpyDeviceToHost));

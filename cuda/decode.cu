@@ -65,7 +65,7 @@ struct LaunchPlan {
   uint32_t variant = 0;  // 0: fp16 layer, else kDecodeVariantScalar / kDecodeVariantMma
   uint32_t gq = 1, nt = 1, md = 0;
   uint32_t packed_splits = 1, fp16_splits = 0, fp16_chunk = 0;
-  uint32_t smem = 0, stage_stride = 0, stages = 0;
+  uint32_t smem = 0, stage_stride = 0, stages = 0, mma_chunks = 0;
 };
 
 uint32_t ceil_div(uint64_t a, uint64_t b) { return uint32_t((a + b - 1) / b); }
@@ -114,19 +114,24 @@ LaunchPlan plan_launch(const DecodeParams& p) {
       fail(StatusCode::unsupported, "decode_attention: the tensor-core kernel serves head_dim 64/128/256 (GQA <= 8 at "
                                     "256, <= 16 otherwise); got head_dim " + std::to_string(D) + ", GQA " +
                                         std::to_string(gqa));
-    if (v == kDecodeVariantAuto) v = mma_serves(D, gqa) ? kDecodeVariantMma : kDecodeVariantScalar;
-    lp.variant = v;
     const uint32_t sub_max = max_sub_tile_bytes(p);
+    uint32_t chunks = 0;
+    for (uint32_t h = 0; h < p.n_kv_heads; ++h) chunks = std::max(chunks, mma_chunks(p.heads_host[h]));
+    const uint32_t mma_nt = gqa > 8 ? 2 : 1, mma_stride = mma_buffer_bytes(sub_max);
+    const uint32_t mma_smem = mma_smem_plan(mma_stride, D, mma_nt, chunks).total;
+    const bool mma_fits = mma_smem + static_smem + kMmaLutWords * 4 + 1024 <= uint32_t(dev.optin);
+    if (v == kDecodeVariantMma && !mma_fits)
+      fail(StatusCode::unsupported, "decode_attention: the tensor-core kernel needs " + std::to_string(mma_smem) +
+                                        " bytes of shared memory per block, the device allows " +
+                                        std::to_string(dev.optin));
+    if (v == kDecodeVariantAuto) v = mma_serves(D, gqa) && mma_fits ? kDecodeVariantMma : kDecodeVariantScalar;
+    lp.variant = v;
     if (v == kDecodeVariantMma) {
-      lp.nt = gqa > 8 ? 2 : 1;
+      lp.nt = mma_nt;
       lp.md = D / 16;
-      lp.stage_stride = mma_buffer_bytes(sub_max);
-      lp.smem = mma_smem_plan(lp.stage_stride, D, lp.nt).total;
-      const uint32_t static_mma = static_smem + kMmaLutWords * 4 + 1024;
-      if (lp.smem + static_mma > uint32_t(dev.optin))
-        fail(StatusCode::unsupported, "decode_attention: the tensor-core kernel needs " + std::to_string(lp.smem) +
-                                          " bytes of shared memory per block, the device allows " +
-                                          std::to_string(dev.optin));
+      lp.mma_chunks = chunks;
+      lp.stage_stride = mma_stride;
+      lp.smem = mma_smem;
       const int per_sm = std::max(1, mma_ctas_per_sm(lp.nt, lp.md, lp.smem));
       lp.packed_splits = split_count(p, uint64_t(per_sm) * dev.sms, kMmaUnitRows, false);
     } else {
@@ -261,7 +266,7 @@ void decode_attention(const DecodeParams& p, void* stream_ptr) {
   a.sink = p.sink_tokens, a.window = p.window_tokens;
   a.packed_splits = lp.packed_splits, a.splits = lp.packed_splits + lp.fp16_splits, a.fp16_chunk = lp.fp16_chunk;
   a.fp16_layer = p.fp16_layer ? 1u : 0u;
-  a.stage_stride = lp.stage_stride, a.stages = lp.stages;
+  a.stage_stride = lp.stage_stride, a.stages = lp.stages, a.mma_chunks = lp.mma_chunks;
   const size_t rows = size_t(p.n_seqs) * p.n_q_heads * a.splits;
   a.ws_acc = static_cast<float*>(p.workspace);
   a.ws_ml = reinterpret_cast<float*>(static_cast<uint8_t*>(p.workspace) + (rows * D * 4 + 255) / 256 * 256);

@@ -54,7 +54,7 @@ struct DecodeHead {
 };
 
 // Kernels for the packed splits of a quantized layer (DecodeParams::variant).
-constexpr uint32_t kDecodeVariantAuto = 0;  // the tensor-core kernel where it applies, else the first
+constexpr uint32_t kDecodeVariantAuto = 0;    // tensor cores where shape and shared memory allow, else scalar
 constexpr uint32_t kDecodeVariantScalar = 1;  // first version: fp32 FMAs, any D (multiple of 8)
 constexpr uint32_t kDecodeVariantMma = 2;     // tensor cores (mma.sync f16, hi/lo split): D 64/128/256
 

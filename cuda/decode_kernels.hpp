@@ -37,6 +37,7 @@ struct KernelArgs {
   uint32_t packed_splits, splits, fp16_chunk;
   uint32_t fp16_layer;
   uint32_t stage_stride, stages;  // scalar kernel: bytes per stage and stage count; mma kernel: bytes per warp buffer
+  uint32_t mma_chunks;            // mma kernel: most 8-slot K chunks of any head (sizes its q' operands)
 };
 
 // Launchers (no synchronisation; check the launch error). gq: query heads per KV head rounded up

@@ -154,7 +154,7 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
     plain_split<GQP>(a, hd, si, seq, h, split, false, u0, min(u0 + a.fp16_chunk, a.sink + a.window), smem);
     return;
   }
-  const MmaSmemPlan sp = mma_smem_plan(a.stage_stride, D, NT);
+  const MmaSmemPlan sp = mma_smem_plan(a.stage_stride, D, NT, a.mma_chunks);
   uint32_t* qb = reinterpret_cast<uint32_t*>(smem + sp.off_qb);
   float* qrot = reinterpret_cast<float*>(smem + sp.off_qrot);  // [GQP][D]
   float* wm = reinterpret_cast<float*>(smem + sp.off_wm);
@@ -223,8 +223,7 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
   // qb[((v * NT + nt) * 8 + i) * 8 + 2 t + hh]: lane slot t + 4 hh of virtual chunk v for query
   // 8 nt + i, i.e. element 2 * n_chunks * t + 2 c + hh of the chunk's group (c = v - v0), zero
   // past the group's dims.
-  uint32_t n_v = 0;
-  for (uint32_t g = 0; g < G; ++g) n_v += (hd.k_groups[g].dims + 7) / 8;
+  const uint32_t n_v = mma_chunks(hd);
   for (uint32_t idx = tid; idx < n_v * NT * 64; idx += kCtaThreads) {
     const uint32_t v = idx / (NT * 64), q = (idx / 8) % GQP, w = idx % 8;
     uint32_t g = 0;

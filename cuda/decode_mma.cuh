@@ -11,7 +11,7 @@ namespace kvbits::cuda::decode_detail {
 
 constexpr uint32_t kMmaWarps = 4;        // 128 threads
 constexpr uint32_t kMmaWarpStages = 2;   // sub-tile buffers per warp
-constexpr uint32_t kMmaLutWords = 1024;  // every table of a head, hi/lo fp16 pairs
+constexpr uint32_t kMmaLutWords = kDecodeMaxCentroids;  // every table of a head, hi/lo fp16 pairs
 constexpr uint32_t kMmaSubPad = 16;      // bytes before each sub-tile (the 2-bit pre-shift reads them)
 
 // Bytes of one warp's sub-tile buffer: the front pad and the largest sub-tile of the layer's heads.
@@ -19,8 +19,12 @@ __host__ __device__ inline uint32_t mma_buffer_bytes(uint32_t sub_tile_bytes) {
   return round16(kMmaSubPad + sub_tile_bytes);
 }
 
-// Virtual K chunks of 8 slots (each group padded to a multiple of 8 dims), at most.
-__host__ __device__ inline uint32_t mma_max_chunks(uint32_t D) { return D / 8 + kDecodeMaxGroups; }
+// Virtual K chunks of 8 slots of one head (each group padded to a multiple of 8 dims).
+__host__ __device__ inline uint32_t mma_chunks(const DecodeHead& hd) {
+  uint32_t n = 0;
+  for (uint32_t g = 0; g < hd.n_k_groups; ++g) n += (hd.k_groups[g].dims + 7) / 8;
+  return n;
+}
 
 // Dynamic shared memory of one CTA, in bytes from the base:
 //   [0, off_qb)   kMmaWarps x kMmaWarpStages sub-tile buffers of `buffer` bytes; reused at the
@@ -34,7 +38,8 @@ struct MmaSmemPlan {
   uint32_t buffer, off_qb, off_pbuf, off_qstage, off_qrot, off_wm, off_wl, off_wt, total;
 };
 
-__host__ __device__ inline MmaSmemPlan mma_smem_plan(uint32_t buffer, uint32_t D, uint32_t nt) {
+// chunks: the most virtual K chunks of any head of the layer (mma_chunks).
+__host__ __device__ inline MmaSmemPlan mma_smem_plan(uint32_t buffer, uint32_t D, uint32_t nt, uint32_t chunks) {
   const uint32_t gqp = 8 * nt;
   MmaSmemPlan p{};
   p.buffer = buffer;
@@ -42,7 +47,7 @@ __host__ __device__ inline MmaSmemPlan mma_smem_plan(uint32_t buffer, uint32_t D
   region = region > kMmaWarps * gqp * D * 4 ? region : kMmaWarps * gqp * D * 4;
   region = region > plain_smem_bytes(D, gqp) ? region : plain_smem_bytes(D, gqp);
   p.off_qb = round16(region);
-  p.off_pbuf = p.off_qb + mma_max_chunks(D) * nt * 8 * 8 * 4;
+  p.off_pbuf = p.off_qb + chunks * nt * 8 * 8 * 4;
   const uint32_t pbuf = kMmaWarps * 64 * gqp * 4, staging = 2 * D * gqp * 4;
   p.off_qstage = p.off_pbuf;
   p.off_qrot = p.off_pbuf + D * gqp * 4;
