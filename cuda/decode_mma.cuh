@@ -22,7 +22,7 @@ __host__ __device__ inline uint32_t mma_buffer_bytes(uint32_t sub_tile_bytes) {
 // Virtual K chunks of 8 slots of one head (each group padded to a multiple of 8 dims).
 __host__ __device__ inline uint32_t mma_chunks(const DecodeHead& hd) {
   uint32_t n = 0;
-  for (uint32_t g = 0; g < hd.n_k_groups; ++g) n += (hd.k_groups[g].dims + 7) / 8;
+  for (uint32_t g = 0; g < hd.n_k_groups && g < kDecodeMaxGroups; ++g) n += (hd.k_groups[g].dims + 7) / 8;
   return n;
 }
 
