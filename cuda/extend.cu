@@ -300,8 +300,9 @@ __device__ __forceinline__ void k_slot_info(const DecodeHead& hd, uint32_t s0, u
   }
 }
 
-template <int DP>
-__global__ void __launch_bounds__(kThreads, DP <= 128 ? 2 : 1) extend_kernel(const KernelArgs a) {
+template <int DP, int NW>
+__global__ void __launch_bounds__(32 * NW, DP <= 128 && NW == 4 ? 2 : 1) extend_kernel(const KernelArgs a) {
+  constexpr uint32_t kT = 32 * NW, kR = cta_rows(NW);  // threads, query rows
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ __align__(16) uint32_t hd_words[sizeof(DecodeHead) / 4];
   const DecodeHead& hd = *reinterpret_cast<const DecodeHead*>(hd_words);
@@ -320,7 +321,7 @@ __global__ void __launch_bounds__(kThreads, DP <= 128 ? 2 : 1) extend_kernel(con
   const uint32_t seq = lo, b = w - a.blk_off[seq];
 
   static_assert(sizeof(DecodeHead) % 4 == 0, "DecodeHead is copied as words");
-  for (uint32_t k = tid; k < sizeof(DecodeHead) / 4; k += kThreads)
+  for (uint32_t k = tid; k < sizeof(DecodeHead) / 4; k += kT)
     hd_words[k] = reinterpret_cast<const uint32_t*>(a.heads + h)[k];
 
   const uint32_t len = a.seq_len[seq], qlen = a.q_len[seq], qoff = a.q_offset[seq];
@@ -354,7 +355,7 @@ __global__ void __launch_bounds__(kThreads, DP <= 128 ? 2 : 1) extend_kernel(con
   // Q~ tile [64][LD] fp16: valid rows from the pre-pass, zero elsewhere (pad dims included).
   __half* Qs = reinterpret_cast<__half*>(smem + a.sm.q);
   const __half* qsrc = rotated ? a.q_rotd : a.q_orig;
-  for (uint32_t idx = tid; idx < kRows * (DP / 8); idx += kThreads) {
+  for (uint32_t idx = tid; idx < kR * (DP / 8); idx += kT) {
     const uint32_t r = idx / (DP / 8), c = idx % (DP / 8), i = r / G;
     uint4 v = make_uint4(0, 0, 0, 0);
     if (r < QP * G && i < nq && qoff + i0 + i < a.total_q && 8 * c < D)
@@ -375,7 +376,7 @@ __global__ void __launch_bounds__(kThreads, DP <= 128 ? 2 : 1) extend_kernel(con
   if (rotated) {
     // ---- packed page tiles: raw bytes -> cp.async stages -> dequantized fp16 K^, V^.
     float* cs = reinterpret_cast<float*>(smem + a.sm.cent);
-    for (uint32_t k = tid; k < hd.n_centroids; k += kThreads) cs[k] = a.centroids[hd.centroid_base + k];
+    for (uint32_t k = tid; k < hd.n_centroids; k += kT) cs[k] = a.centroids[hd.centroid_base + k];
     __half* Ks = reinterpret_cast<__half*>(smem + a.sm.work);
     __half* Vs = Ks + kTile * LD;
     const uint32_t kc = hd.k_code_bytes, ng = hd.n_k_groups, vc = hd.v_code_bytes, vb = hd.v_bits;
@@ -397,7 +398,7 @@ __global__ void __launch_bounds__(kThreads, DP <= 128 ? 2 : 1) extend_kernel(con
         const uint32_t nbytes[4] = {round16(rows * kc), round16(rows * 2 * ng), round16(rows * vc), round16(rows * 2)};
 #pragma unroll
         for (int q = 0; q < 4; ++q)
-          for (uint32_t c = tid * 16; c < nbytes[q]; c += kThreads * 16) cp_async16(dst + to[q] + c, page + from[q] + c);
+          for (uint32_t c = tid * 16; c < nbytes[q]; c += kT * 16) cp_async16(dst + to[q] + c, page + from[q] + c);
       }
     };
     for (uint32_t k = 0; k < stages; ++k) {
@@ -405,7 +406,7 @@ __global__ void __launch_bounds__(kThreads, DP <= 128 ? 2 : 1) extend_kernel(con
       cp_async_commit();
     }
     // Dequantization mapping: octet o of 8 dims, rows tr, tr + RPP, ...
-    constexpr uint32_t OCT = DP / 8, RPP = kThreads / OCT;
+    constexpr uint32_t OCT = DP / 8, RPP = kT / OCT;
     const uint32_t o = tid % OCT, tr = tid / OCT;
     uint32_t kinfo[8];
     k_slot_info(hd, 8 * o, D, kinfo);
@@ -458,7 +459,7 @@ __global__ void __launch_bounds__(kThreads, DP <= 128 ? 2 : 1) extend_kernel(con
     // ---- fp16 tiles (fp16 layer pages, or sink + window rows), two stages of K/V tiles filled
     // straight from the fp16 rows. Rows past a tile's end keep older (finite) rows or zeros.
     __half* kv = reinterpret_cast<__half*>(smem + a.sm.work);
-    for (uint32_t idx = tid; idx < 4 * kTile * LD / 8; idx += kThreads)
+    for (uint32_t idx = tid; idx < 4 * kTile * LD / 8; idx += kT)
       reinterpret_cast<uint4*>(kv)[idx] = make_uint4(0, 0, 0, 0);
     __syncthreads();  // zeros land before any cp.async into the same rows
     const uint16_t* blk = a.fp16_blocks ? a.fp16_blocks[seq] : nullptr;
@@ -492,7 +493,7 @@ __global__ void __launch_bounds__(kThreads, DP <= 128 ? 2 : 1) extend_kernel(con
       if (t < sink_end) return base + (size_t(v ? H : 0) * S + size_t(h) * S + t) * D;
       return base + (2 * size_t(H) * S + size_t(v ? H : 0) * W + size_t(h) * W + (t - S) % W) * D;
     };
-    constexpr uint32_t OCT = DP / 8, RPP = kThreads / OCT;
+    constexpr uint32_t OCT = DP / 8, RPP = kT / OCT;
     const uint32_t o = tid % OCT, tr = tid / OCT;
     auto issue = [&](uint32_t t0, uint32_t n, uint32_t stage) {
       __half* Kd = kv + (2 * stage) * kTile * LD;
@@ -566,7 +567,7 @@ __global__ void __launch_bounds__(kThreads, DP <= 128 ? 2 : 1) extend_kernel(con
   __half* Rl = Rh + DP * kRotLd;
   for (uint32_t nc = 0; nc * kRotCols < D; ++nc) {
     __syncthreads();  // the token loop's tiles / the previous chunk are no longer read
-    for (uint32_t idx = tid; idx < DP * kRotCols; idx += kThreads) {
+    for (uint32_t idx = tid; idx < DP * kRotCols; idx += kT) {
       const uint32_t k = idx / kRotCols, c = idx % kRotCols, col = nc * kRotCols + c;
       const float v = k < D && col < D ? R[size_t(k) * D + col] : 0.0f;
       const __half vh = __float2half_rn(v);
@@ -654,6 +655,15 @@ std::string head_name(uint32_t h) { return "extend_attention: KV head " + std::t
 
 uint32_t padded_dim(uint32_t D) { return D <= 64 ? 64 : D <= 128 ? 128 : 256; }
 
+uint32_t gqa_of(const DecodeParams& p) { return std::max(1u, p.n_kv_heads ? p.n_q_heads / p.n_kv_heads : 1u); }
+
+// Warps per CTA: 8 (128 query rows share each dequantized tile) once a sequence's chunk fills
+// at least four such blocks, 4 (64 rows, less idle work for short chunks) otherwise.
+uint32_t warps_of(const ExtendParams& e) {
+  if (e.warps == 4 || e.warps == 8) return e.warps;
+  return uint64_t(e.max_q_len) * gqa_of(e.base) >= 4 * cta_rows(8) ? 8u : 4u;
+}
+
 void validate(const ExtendParams& e) {
   const DecodeParams& p = e.base;
   if (p.q_rot) fail(StatusCode::invalid_argument, "extend_attention: queries go unrotated in base.q; base.q_rot must be null");
@@ -673,6 +683,8 @@ void validate(const ExtendParams& e) {
     fail(StatusCode::invalid_argument, "extend_attention: scale must be finite and >= 0");
   if (e.max_q_len == 0 || e.max_q_len > e.total_q)
     fail(StatusCode::invalid_argument, "extend_attention: max_q_len must be in [1, total_q]");
+  if (e.warps != 0 && e.warps != 4 && e.warps != 8)
+    fail(StatusCode::invalid_argument, "extend_attention: warps must be 0 (automatic), 4 or 8");
   if (p.max_len >= 0x80000000u) fail(StatusCode::unsupported, "extend_attention: max_len must be below 2^31");
   if (!p.heads || !p.heads_host || !p.page_table || !p.table_offset || !p.seq_len || !p.q || !p.out ||
       !p.workspace || !e.q_len || !e.q_offset)
@@ -720,7 +732,7 @@ void validate(const ExtendParams& e) {
 
 // Everything the launches need that depends only on host fields.
 struct LaunchPlan {
-  uint32_t dp, gqa, qp, page_splits, total_splits, grid_x, prep_tokens;
+  uint32_t dp, warps, gqa, qp, page_splits, total_splits, grid_x, prep_tokens;
   bool packed, fp16_split;
   size_t rows, off_qr, off_blk, off_po, off_pl, bytes;
 };
@@ -731,8 +743,9 @@ LaunchPlan make_plan(const ExtendParams& e) {
   const DecodeParams& p = e.base;
   LaunchPlan L{};
   L.dp = padded_dim(p.head_dim);
-  L.gqa = std::max(1u, p.n_kv_heads ? p.n_q_heads / p.n_kv_heads : 1u);
-  L.qp = std::max(1u, kRows / L.gqa);
+  L.warps = warps_of(e);
+  L.gqa = gqa_of(p);
+  L.qp = std::max(1u, cta_rows(L.warps) / L.gqa);
   L.packed = !p.fp16_layer;
   L.fp16_split = p.sink_tokens + uint64_t(p.window_tokens) > 0;
   L.page_splits = extend_splits(e);
@@ -752,15 +765,15 @@ LaunchPlan make_plan(const ExtendParams& e) {
   return L;
 }
 
-template <int DP>
+template <int DP, int NW>
 void launch_main(const KernelArgs& a, dim3 grid, cudaStream_t stream) {
   static std::atomic<uint32_t> raised{48u * 1024u};
   if (a.sm.total > raised.load()) {
-    check(cudaFuncSetAttribute(extend_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(a.sm.total)),
+    check(cudaFuncSetAttribute(extend_kernel<DP, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(a.sm.total)),
           "cudaFuncSetAttribute(extend smem)");
     raised.store(a.sm.total);
   }
-  extend_kernel<DP><<<grid, kThreads, a.sm.total, stream>>>(a);
+  extend_kernel<DP, NW><<<grid, 32 * NW, a.sm.total, stream>>>(a);
   check(cudaGetLastError(), "extend_kernel launch");
 }
 
@@ -769,14 +782,15 @@ void launch_main(const KernelArgs& a, dim3 grid, cudaStream_t stream) {
 uint32_t extend_splits(const ExtendParams& e) {
   const DecodeParams& p = e.base;
   if (p.splits != 0) return std::min(p.splits, kMaxSplits);
-  const uint32_t gqa = std::max(1u, p.n_kv_heads ? p.n_q_heads / p.n_kv_heads : 1u);
-  const uint32_t qp = std::max(1u, kRows / gqa);
-  // Estimated CTAs without splitting; aim for two per SM (the kernel fits two at D <= 128).
+  const uint32_t gqa = gqa_of(p), warps = warps_of(e);
+  const uint32_t qp = std::max(1u, cta_rows(warps) / gqa);
+  // Estimated CTAs without splitting; aim for 8 warps per SM, two waves' worth of CTAs.
   const uint64_t blocks = std::min<uint64_t>((uint64_t(e.total_q) + qp - 1) / qp + std::min(p.n_seqs, e.total_q),
                                              uint64_t(p.n_seqs) * ((uint64_t(e.max_q_len) + qp - 1) / qp));
   const uint64_t ctas = std::max<uint64_t>(1, blocks * std::max(1u, p.n_kv_heads));
   const uint64_t sms = uint64_t(p.sm_count > 0 ? p.sm_count : current_sm_count());
-  const uint64_t want = (2 * sms + ctas - 1) / ctas;
+  const uint64_t per_sm = warps == 4 ? 2 : 1;  // resident CTAs at D <= 128 (registers)
+  const uint64_t want = (2 * per_sm * sms + ctas - 1) / ctas;
   const uint64_t by_len = std::max<uint64_t>(1, (uint64_t(p.max_len) + 511) / 512);
   return uint32_t(std::max<uint64_t>(1, std::min<uint64_t>({want, by_len, kMaxSplits})));
 }
@@ -808,8 +822,9 @@ void extend_attention(const ExtendParams& e, void* stream_ptr) {
   check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute(smem)");
   const uint32_t static_smem = uint32_t(sizeof(DecodeHead)) + 64;
   uint32_t stages = 3;
-  SmemPlan sm = smem_plan(L.dp, L.packed, fp16_tiles, raw_stride, stages);
-  if (sm.total + static_smem > uint32_t(optin)) sm = smem_plan(L.dp, L.packed, fp16_tiles, raw_stride, stages = 2);
+  const uint32_t rows = cta_rows(L.warps);
+  SmemPlan sm = smem_plan(L.dp, rows, L.packed, fp16_tiles, raw_stride, stages);
+  if (sm.total + static_smem > uint32_t(optin)) sm = smem_plan(L.dp, rows, L.packed, fp16_tiles, raw_stride, stages = 2);
   if (sm.total + static_smem > uint32_t(optin))
     fail(StatusCode::unsupported, "extend_attention: needs " + std::to_string(sm.total) +
                                       " bytes of shared memory per block, the device allows " + std::to_string(optin));
@@ -843,10 +858,18 @@ void extend_attention(const ExtendParams& e, void* stream_ptr) {
   a.page_size = p.page_size, a.sink = p.sink_tokens, a.window = p.window_tokens, a.total_q = e.total_q;
   a.qp = L.qp, a.page_splits = L.page_splits, a.total_splits = L.total_splits, a.fp16_layer = p.fp16_layer ? 1u : 0u;
   const dim3 grid(L.grid_x, p.n_kv_heads, L.total_splits);
-  switch (L.dp) {
-    case 64: launch_main<64>(a, grid, stream); break;
-    case 128: launch_main<128>(a, grid, stream); break;
-    default: launch_main<256>(a, grid, stream); break;
+  if (L.warps == 4) {
+    switch (L.dp) {
+      case 64: launch_main<64, 4>(a, grid, stream); break;
+      case 128: launch_main<128, 4>(a, grid, stream); break;
+      default: launch_main<256, 4>(a, grid, stream); break;
+    }
+  } else {
+    switch (L.dp) {
+      case 64: launch_main<64, 8>(a, grid, stream); break;
+      case 128: launch_main<128, 8>(a, grid, stream); break;
+      default: launch_main<256, 8>(a, grid, stream); break;
+    }
   }
   if (L.total_splits > 1) {
     MergeArgs m{a.part_o, a.part_lse, p.out, p.lse, L.rows, p.head_dim, L.total_splits};

@@ -5,8 +5,9 @@
 
 namespace kvbits::cuda::extend_detail {
 
-constexpr uint32_t kThreads = 128;  // 4 warps
-constexpr uint32_t kRows = 64;      // query rows per CTA: 16 per warp (one m16 MMA tile)
+constexpr uint32_t kThreads = 128;  // pre-pass and merge CTAs
+// The attention CTA has NW = 4 or 8 warps and 16 query rows per warp (one m16 MMA tile).
+__host__ __device__ constexpr uint32_t cta_rows(uint32_t nw) { return 16 * nw; }
 constexpr uint32_t kTile = 64;      // tokens per tile (never crosses a page or a region)
 constexpr uint32_t kRotCols = 64;   // output columns per chunk of the final V un-rotation
 constexpr uint32_t kRotLd = kRotCols + 8;  // halves per staged R_v row (16-byte pad: no bank conflicts)
@@ -46,7 +47,7 @@ __host__ __device__ inline RawLayout raw_layout(uint32_t page_size, uint32_t kc,
   return s;
 }
 
-// Dynamic shared memory of one CTA (byte offsets). Q tile at 0, the head's centroids, then the
+// Dynamic shared memory of one CTA (byte offsets). Q tile [rows][LD] at 0, the head's centroids, then the
 // work region: packed page splits use K^, V^ (one tile each) and `raw_stages` raw tiles; fp16
 // splits use two stages of (K, V) tiles filled straight from fp16 rows. After the token loop the
 // whole block is reused to stage R_v (hi and lo halves) for the un-rotation.
@@ -54,12 +55,12 @@ struct SmemPlan {
   uint32_t q, cent, work, raw, raw_stride, raw_stages, total;
 };
 
-__host__ __device__ inline SmemPlan smem_plan(uint32_t dp, bool packed_pages, bool fp16_tiles, uint32_t raw_stride,
-                                              uint32_t raw_stages) {
+__host__ __device__ inline SmemPlan smem_plan(uint32_t dp, uint32_t rows, bool packed_pages, bool fp16_tiles,
+                                              uint32_t raw_stride, uint32_t raw_stages) {
   SmemPlan p{};
   const uint32_t tb = tile_bytes(dp);
   p.q = 0;
-  p.cent = tb;
+  p.cent = rows * tile_ld(dp) * 2;
   p.work = p.cent + 768u * 4u;
   p.raw = p.work + 2 * tb;
   p.raw_stride = raw_stride;

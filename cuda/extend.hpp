@@ -39,6 +39,9 @@ struct ExtendParams {
   const float* k_rotations = nullptr;          // device
   const uint32_t* k_rotation_offset = nullptr;  // device [n_kv_heads]
   const uint32_t* k_slot_dim = nullptr;         // device [n_kv_heads][D]
+  // Warps per attention CTA: 4 (64 query rows) or 8 (128 rows, each dequantized tile shared by
+  // twice the rows); 0 = automatic (8 when max_q_len * GQA >= 512). Tests and benchmarks force it.
+  uint32_t warps = 0;
 };
 
 // Context splits per (query block, KV head) for the packed/page tokens: enough CTAs to fill the

@@ -74,6 +74,7 @@ struct Case {
   std::vector<uint32_t> q_len;  // per sequence, 0 allowed
   DType dtype = DType::f32;
   uint32_t splits = 0;  // 0 = automatic
+  uint32_t warps = 0;   // warps per CTA: 0 = automatic, 4 or 8
   uint32_t layer = 1;
   float scale = 0.0f;
   std::string name;
@@ -83,7 +84,7 @@ std::string describe(const Case& c, uint32_t splits) {
   std::ostringstream o;
   o << c.name << " q_heads=" << c.cfg.shape.n_q_heads << " kv_heads=" << c.cfg.shape.n_kv_heads
     << " D=" << c.cfg.shape.head_dim << " page=" << c.cfg.cache.page_size << " q=" << dtype_name(c.dtype)
-    << " splits=" << splits << " (len/q_len)={";
+    << " splits=" << splits << " warps=" << (c.warps ? std::to_string(c.warps) : "auto") << " (len/q_len)={";
   for (size_t i = 0; i < c.q_len.size() && i < 8; ++i) o << (i ? "," : "") << c.cfg.lengths[i] << "/" << c.q_len[i];
   if (c.q_len.size() > 8) o << ",... (" << c.q_len.size() << " seqs)";
   o << "}";
@@ -219,6 +220,7 @@ void check_case(const Case& c) {
   cuda::ExtendParams p = mirror.params();
   p.base.splits = c.splits;
   p.base.scale = c.scale;
+  p.warps = c.warps;
   DeviceOut dev(p);
   dev.wire(p);
   const std::string what = describe(c, cuda::extend_splits(p));
@@ -245,9 +247,10 @@ void check_case(const Case& c) {
 }
 
 Case make_case(std::string name, ScenarioConfig cfg, std::vector<uint32_t> q_len, DType dtype = DType::f32,
-               uint32_t splits = 0) {
+               uint32_t splits = 0, uint32_t warps = 0) {
   Case c;
   c.name = std::move(name), c.cfg = std::move(cfg), c.q_len = std::move(q_len), c.dtype = dtype, c.splits = splits;
+  c.warps = warps;
   return c;
 }
 
@@ -265,6 +268,10 @@ TEST_F(GpuExtend, SmallSanitizerCase) {
   check_case(make_case("small", make_cfg(8, 2, 64, {70, 130, 20}), {7, 64, 0}, DType::f32, 2));
 }
 
+TEST_F(GpuExtend, SmallSanitizerEightWarps) {
+  check_case(make_case("small, 8 warps", make_cfg(8, 2, 64, {70, 130, 20}), {7, 64, 0}, DType::f32, 2, 8));
+}
+
 TEST_F(GpuExtend, SmallSanitizerSinkWindowFp16Layer) {
   ScenarioConfig cfg = make_cfg(4, 2, 64, {10, 90});
   cfg.plan.sink_tokens = 4, cfg.plan.window_tokens = 16, cfg.append_chunk = 13;
@@ -280,6 +287,21 @@ TEST_F(GpuExtend, ChunkSizes) {
     check_case(make_case("chunk " + std::to_string(chunk), make_cfg(8, 2, 128, {150 + chunk, 70 + chunk}),
                          {chunk, chunk}));
   check_case(make_case("chunk 2048", make_cfg(2, 1, 64, {2100}), {2048}));
+}
+
+TEST_F(GpuExtend, CtaSizes) {
+  // Both CTA shapes (64 and 128 query rows) on the same cases: GQA 3 leaves rows idle in both,
+  // sink/window and fp16 layers take the fp16 paths.
+  for (uint32_t w : {4u, 8u}) {
+    const std::string tag = " (" + std::to_string(w) + " warps)";
+    check_case(make_case("gqa 3" + tag, make_cfg(6, 2, 128, {200, 500}), {200, 301}, DType::f32, 0, w));
+    check_case(make_case("D 256" + tag, make_cfg(8, 1, 256, {300}), {257}, DType::f16, 3, w));
+    ScenarioConfig cfg = make_cfg(8, 2, 64, {100, 400});
+    cfg.plan.sink_tokens = 4, cfg.plan.window_tokens = 32, cfg.append_chunk = 33;
+    check_case(make_case("sink 4 window 32" + tag, cfg, {100, 200}, DType::f32, 2, w));
+    cfg.plan.fp16_layers = {1};
+    check_case(make_case("fp16 layer, sink 4 window 32" + tag, cfg, {100, 200}, DType::f32, 2, w));
+  }
 }
 
 TEST_F(GpuExtend, WholeSequenceAsChunk) {
@@ -478,6 +500,7 @@ TEST_F(GpuExtend, BadParametersAreRefusedAndWriteNothing) {
   expect_code(StatusCode::invalid_argument, [](cuda::ExtendParams& p) { p.max_q_len = 0; }, "max_q_len 0");
   expect_code(StatusCode::invalid_argument, [](cuda::ExtendParams& p) { p.base.scale = -1.0f; }, "negative scale");
   expect_code(StatusCode::invalid_argument, [](cuda::ExtendParams& p) { p.base.n_q_heads = 5; }, "5 q heads / 2 kv");
+  expect_code(StatusCode::invalid_argument, [](cuda::ExtendParams& p) { p.warps = 6; }, "6 warps");
   expect_code(StatusCode::unsupported, [](cuda::ExtendParams& p) { p.base.n_q_heads = 64; }, "GQA 32");
   expect_code(StatusCode::unsupported, [](cuda::ExtendParams& p) { p.base.page_size = 48; }, "page size 48");
   expect_code(StatusCode::unsupported, [](cuda::ExtendParams& p) { p.base.head_dim = 264; }, "head_dim 264");
