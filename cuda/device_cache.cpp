@@ -136,6 +136,7 @@ void CudaCache::attach() {
 
   // ---- decode descriptors per layer ----
   decode_tables_.resize(L);
+  extend_tables_.resize(L);
   fp16_heads_host_.resize(L);
   fp16_heads_.resize(L);
   for (uint32_t l = 0; l < L; ++l) {
@@ -150,6 +151,9 @@ void CudaCache::attach() {
     }
     if (!m_.fp16_layer(l)) {
       decode_tables_[l] = std::make_unique<DecodeTables>(quant, layouts, pools);
+      std::vector<const TqQuantizer*> k_quant;
+      for (const HeadQuantizers* hq : quant) k_quant.push_back(&hq->k);
+      extend_tables_[l] = std::make_unique<ExtendQueryTables>(k_quant);
       continue;
     }
     // A 16-bit layer: rows of fp16 K at k_codes and fp16 V at v_codes, no groups or tables.
@@ -615,6 +619,104 @@ void CudaCache::decode(uint32_t layer, const uint64_t* seqs, size_t n_seqs, cons
   if (lse && !lse_dev)
     check_cuda(cudaMemcpyAsync(lse, p.lse, q_rows * 4, cudaMemcpyDeviceToHost, s), "attention_decode: copy lse");
   if (!out_dev || (lse && !lse_dev)) call.sync();
+}
+
+void CudaCache::extend(uint32_t layer, const uint64_t* seqs, const uint32_t* q_len, size_t n_seqs, const void* q,
+                       DType q_dtype, float* out, float* lse, float scale, void* stream) {
+  const ModelShape& sh = m_.plan.shape;
+  const uint32_t Hq = sh.n_q_heads, D = head_dim_;
+  const bool fp16_layer = m_.fp16_layer(layer);
+  const bool fp16_tokens = m_.sink + m_.window > 0 || fp16_layer;
+
+  ExtendParams e;
+  DecodeParams& p = e.base;
+  p.n_seqs = uint32_t(std::min<size_t>(n_seqs, 0xFFFFFFFFu));
+  p.n_q_heads = Hq;
+  if (fp16_layer) {
+    p.heads = fp16_heads_[layer].as<DecodeHead>();
+    p.heads_host = fp16_heads_host_[layer].data();
+    p.n_kv_heads = n_heads_;
+    p.head_dim = D;
+  } else {
+    decode_tables_[layer]->fill(p);
+    extend_tables_[layer]->fill(e);
+  }
+  p.page_size = m_.page_size;
+  p.sink_tokens = m_.sink, p.window_tokens = m_.window;
+  p.fp16_layer = fp16_layer;
+  p.scale = scale;
+  p.sm_count = ctx_.properties().sm_count;
+  // Query counts and first rows, on the host; they travel with the call's descriptors.
+  std::vector<uint32_t> counts(2 * n_seqs);
+  uint64_t total = 0;
+  for (size_t i = 0; i < n_seqs; ++i) {
+    if (seqs[i] >= slots_.size()) fail(StatusCode::internal, "attention_extend: sequence id past max_sequences");
+    p.max_len = std::max(p.max_len, m_.seqs.get(seqs[i]).layers[layer].len);
+    e.max_q_len = std::max(e.max_q_len, q_len[i]);
+    counts[i] = q_len[i];
+    counts[n_seqs + i] = uint32_t(total);
+    total += q_len[i];
+  }
+  if (total > 0xFFFFFFFFull) fail(StatusCode::invalid_argument, "attention_extend: more than 2^32 - 1 query rows");
+  e.total_q = uint32_t(total);
+  const size_t q_rows = size_t(total) * Hq;
+  if (total == 0) return;  // nothing to attend; out and lse have no rows
+
+  CudaContext::Call call(ctx_, stream);
+  if (call.capturing())
+    fail(StatusCode::unsupported, "attention_extend: cannot be captured into a CUDA graph (the per-sequence query "
+                                  "counts are uploaded with the call); capture attention_decode instead");
+  const bool q_dev = device_accessible(q), out_dev = device_accessible(out), lse_dev = lse && device_accessible(lse);
+  if (!q_dev) {
+    const size_t bad = attn::first_non_finite(q, q_dtype, q_rows * D);
+    if (bad != q_rows * D)
+      fail(StatusCode::invalid_argument, "attention_extend: query row " + std::to_string(bad / (size_t(Hq) * D)) +
+                                             ", head " + std::to_string(bad % (size_t(Hq) * D) / D) + ", dim " +
+                                             std::to_string(bad % D) + " is not finite");
+  }
+  WsLayout ws;
+  const size_t o_table = ws.add(n_seqs * 4), o_len = ws.add(n_seqs * 4), o_qend = ws.add(n_seqs * 4);
+  const size_t o_blocks = ws.add(fp16_tokens ? n_seqs * 8 : 0);
+  const size_t o_counts = ws.add(counts.size() * 4);
+  const size_t o_q = ws.add(q_dev ? 0 : q_rows * D * dtype_size(q_dtype));
+  const size_t o_out = ws.add(out_dev ? 0 : q_rows * D * 4);
+  const size_t o_lse = ws.add(lse && !lse_dev ? q_rows * 4 : 0);
+  const size_t o_kernel = ws.add(extend_workspace_bytes(e));
+  uint8_t* w = call.workspace(ws.total);
+  const cudaStream_t s = call.stream();
+  const void* q_device = q_dev ? q : w + o_q;
+  if (!q_dev) upload(w + o_q, q, q_rows * D * dtype_size(q_dtype), s, "attention_extend: cudaMemcpyAsync(q)");
+  upload(w + o_counts, counts.data(), counts.size() * 4, s, "attention_extend: cudaMemcpyAsync(query counts)");
+
+  SeqMirror mirror;
+  mirror.state = state_.as<uint32_t>();
+  mirror.offsets = offsets_.as<uint32_t>();
+  mirror.n_layers = n_layers_;
+  auto* table_offset = reinterpret_cast<uint32_t*>(w + o_table);
+  auto* seq_len = reinterpret_cast<uint32_t*>(w + o_len);
+  auto* seq_qend = reinterpret_cast<uint32_t*>(w + o_qend);
+  auto* blocks = fp16_tokens ? reinterpret_cast<const uint16_t**>(w + o_blocks) : nullptr;
+  p.page_table = arena_.as<uint32_t>();
+  p.table_offset = table_offset;
+  p.seq_len = seq_len;
+  if (fp16_tokens) {
+    p.seq_qend = seq_qend;
+    p.fp16_blocks = blocks;
+  }
+  p.q = q_device;
+  p.q_dtype = uint32_t(q_dtype);
+  e.q_len = reinterpret_cast<const uint32_t*>(w + o_counts);
+  e.q_offset = e.q_len + n_seqs;
+  p.out = out_dev ? out : reinterpret_cast<float*>(w + o_out);
+  p.lse = lse ? (lse_dev ? lse : reinterpret_cast<float*>(w + o_lse)) : nullptr;
+  p.workspace = w + o_kernel;
+  gather_batch(mirror, layer, seqs, n_seqs, table_offset, seq_len, seq_qend, blocks, s);
+  extend_attention(e, s);
+  if (!out_dev)
+    check_cuda(cudaMemcpyAsync(out, p.out, q_rows * D * 4, cudaMemcpyDeviceToHost, s), "attention_extend: copy out");
+  if (lse && !lse_dev)
+    check_cuda(cudaMemcpyAsync(lse, p.lse, q_rows * 4, cudaMemcpyDeviceToHost, s), "attention_extend: copy lse");
+  if (!q_dev || !out_dev || (lse && !lse_dev)) call.sync();
 }
 
 }  // namespace cuda

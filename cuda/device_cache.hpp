@@ -22,6 +22,7 @@
 #include "cuda/cache_kernels.hpp"
 #include "cuda/cuda_context.hpp"
 #include "cuda/device_cache_mirror.hpp"
+#include "cuda/extend_tables.hpp"
 
 namespace kvbits::cuda {
 
@@ -42,6 +43,8 @@ class CudaCache final : public cache_detail::DeviceCache {
   void removed(uint64_t id, const std::vector<uint32_t>& freed_pages) override;
   void decode(uint32_t layer, const uint64_t* seqs, size_t n_seqs, const void* q, DType q_dtype, float* out,
               float* lse, float scale, void* stream) override;
+  void extend(uint32_t layer, const uint64_t* seqs, const uint32_t* q_len, size_t n_seqs, const void* q,
+              DType q_dtype, float* out, float* lse, float scale, void* stream) override;
 
   // Tests: every coordinate takes the exact fp64 path of the append's encoder (append.cu).
   void set_force_exact(bool on) { force_exact_ = on; }
@@ -87,6 +90,7 @@ class CudaCache final : public cache_detail::DeviceCache {
   std::vector<AppendHead> heads_host_;
   std::vector<uint32_t> max_cb_;  // per layer
   std::vector<std::unique_ptr<DecodeTables>> decode_tables_;  // per quantized layer
+  std::vector<std::unique_ptr<ExtendQueryTables>> extend_tables_;  // per quantized layer
   std::vector<std::vector<DecodeHead>> fp16_heads_host_;      // per fp16 layer
   std::vector<DeviceBlock> fp16_heads_;
   DeviceBlock state_, offsets_, arena_;

@@ -106,11 +106,8 @@ void attention_extend(const Cache& cache, uint32_t layer, const uint64_t* seqs, 
                       const AttentionParams& params) {
   const Request req =
       attn::validate_request("attention_extend", false, cache, layer, seqs, q_len, n_seqs, q, q_dtype, out, params);
-  if (cache.device_cache() != nullptr) {
-    // The GPU extend kernel (cuda/extend.hpp) is being written; wire it here when it lands.
-    if (n_seqs > 0)
-      fail(StatusCode::unsupported, "attention_extend: not available on CUDA caches yet (the GPU extend kernel has "
-                                    "not landed); use attention_decode or a CPU cache");
+  if (cache_detail::DeviceCache* device = cache.device_cache()) {
+    if (n_seqs > 0) device->extend(layer, seqs, q_len, n_seqs, q, q_dtype, out, lse, req.scale, params.stream);
     return;
   }
   run(req, cache, q, q_dtype, out, lse);

@@ -56,6 +56,9 @@ class DeviceCache {
   // attention_decode on this cache (inputs validated by the caller except q's values).
   virtual void decode(uint32_t layer, const uint64_t* seqs, size_t n_seqs, const void* q, DType q_dtype, float* out,
                       float* lse, float scale, void* stream) = 0;
+  // attention_extend on this cache (inputs validated by the caller except q's values).
+  virtual void extend(uint32_t layer, const uint64_t* seqs, const uint32_t* q_len, size_t n_seqs, const void* q,
+                      DType q_dtype, float* out, float* lse, float scale, void* stream) = 0;
 };
 
 // Allocates `pool_bytes` of zeroed device memory for a cache on a CUDA context.

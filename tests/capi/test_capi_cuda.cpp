@@ -16,7 +16,7 @@ using namespace capi_test;
 namespace {
 
 // Flip with tests/cuda/test_attention_gpu.cpp once the GPU decode kernel serves fp16 tokens.
-constexpr bool kDecodeServesFp16Tokens = false;
+constexpr bool kDecodeServesFp16Tokens = true;
 
 constexpr uint32_t L = 2, HQ = 8, HKV = 2, D = 64;
 
@@ -228,13 +228,18 @@ TEST_F(CApiCuda, ErrorsLeaveTheCacheUnchanged) {
   EXPECT_STREQ(ea.message, eb.message);
   EXPECT_EQ(last_error(gpu_.get()), eb.message);
   expect_same_reads(cc.get(), gc.get(), seqs);
-  // Extend waits for the GPU extend kernel.
+  // Extend on the GPU against the CPU (fp16 tensor-core operands: docs/gpu-extend.md's bound).
   const uint32_t q_len = 1;
-  std::vector<float> q(HQ * D, 0.5f), out(q.size());
-  EXPECT_EQ(kvb_attention_extend(gc.get(), 0, seqs.data(), &q_len, 1, q.data(), KVB_DTYPE_F32, out.data(), nullptr,
+  std::vector<float> q(HQ * D, 0.5f), out(q.size(), NAN), ref(q.size());
+  ASSERT_EQ(kvb_attention_extend(cc.get(), 0, seqs.data(), &q_len, 1, q.data(), KVB_DTYPE_F32, ref.data(), nullptr,
+                                 nullptr, nullptr, &ea),
+            KVB_OK)
+      << ea.message;
+  ASSERT_EQ(kvb_attention_extend(gc.get(), 0, seqs.data(), &q_len, 1, q.data(), KVB_DTYPE_F32, out.data(), nullptr,
                                  nullptr, nullptr, &eb),
-            KVB_ERR_UNSUPPORTED)
+            KVB_OK)
       << eb.message;
+  for (size_t i = 0; i < q.size(); ++i) EXPECT_NEAR(out[i], ref[i], 4e-3 * (1.0 + std::fabs(ref[i]))) << i;
 }
 
 TEST_F(CApiCuda, PlanSupportedSaysWhatTheGpuDecodeLacks) {
