@@ -26,14 +26,15 @@ kvb_model_shape kvbits_model_shape(const Config& config) {
   return shape;
 }
 
-KvbitsKvStore::KvbitsKvStore(const Config& config, const std::string& plan_path, uint32_t n_threads)
+KvbitsKvStore::KvbitsKvStore(const Config& config, const std::string& plan_path, uint32_t n_threads,
+                             kvb_backend backend)
     : info_(), length_(size_t(config.n_layers), 0) {
   kvb_error_init(&err_);
-  // The CPU backend by name: attention on the packed cache runs there today, and an app should
-  // not get a device it did not ask for.
+  // The backend by name (an app should not get a device it did not ask for); the store passes
+  // host tensors either way, which a CUDA context copies in and out itself.
   kvb_context_params cp;
   kvb_context_params_default(&cp);
-  cp.backend = KVB_BACKEND_CPU;
+  cp.backend = backend;
   cp.n_threads = n_threads;
   kvb_context* ctx = nullptr;
   check(kvb_context_create(&cp, &ctx, &err_), "kvb_context_create");
@@ -44,7 +45,7 @@ KvbitsKvStore::KvbitsKvStore(const Config& config, const std::string& plan_path,
   plan_.reset(plan);
   info_.struct_size = sizeof info_;
   check(kvb_plan_get_info(plan_.get(), &info_, &err_), "kvb_plan_get_info");
-  check(kvb_plan_supported(ctx_.get(), plan_.get(), &err_), "plan '" + plan_path + "' on the CPU backend");
+  check(kvb_plan_supported(ctx_.get(), plan_.get(), &err_), "plan '" + plan_path + "' on this backend");
 
   // The model's shape goes in, so a plan made for another model is refused here, not garbled.
   const kvb_model_shape shape = kvbits_model_shape(config);
@@ -58,6 +59,12 @@ KvbitsKvStore::KvbitsKvStore(const Config& config, const std::string& plan_path,
         "plan '" + plan_path + "' for this model (kvb_cache_create)");
   cache_.reset(cache);
   check(kvb_cache_seq_add(cache_.get(), &seq_, &err_), "kvb_cache_seq_add");
+}
+
+kvb_backend KvbitsKvStore::backend() const {
+  kvb_backend b = KVB_BACKEND_CPU;
+  check(kvb_context_backend(ctx_.get(), &b, nullptr, &err_), "kvb_context_backend");
+  return b;
 }
 
 void KvbitsKvStore::check(kvb_status status, const std::string& what) const {

@@ -35,10 +35,12 @@ kvb_model_shape kvbits_model_shape(const Config& config);
 
 class KvbitsKvStore final : public KvStore {
  public:
-  // Loads `plan_path`, checks it was made for this model and runs on the CPU backend, and
+  // Loads `plan_path`, checks it was made for this model and runs on `backend` (CPU by default;
+  // CUDA or AUTO put the cache in GPU memory: the store's host tensors are staged by kvbits), and
   // creates a cache for one sequence of up to config.seq_len positions. `n_threads` CPU workers
   // (1: a decode step of a small model is too short to share). KvbitsError on failure.
-  KvbitsKvStore(const Config& config, const std::string& plan_path, uint32_t n_threads = 1);
+  KvbitsKvStore(const Config& config, const std::string& plan_path, uint32_t n_threads = 1,
+                kvb_backend backend = KVB_BACKEND_CPU);
 
   // kvb_cache_append of one position. KvbitsError: a layer out of range or a position out of
   // order (the store refuses those itself), or the cache's own error (full, non-finite input).
@@ -54,6 +56,8 @@ class KvbitsKvStore final : public KvStore {
   void reset();
 
   const kvb_plan_info& plan_info() const { return info_; }
+  // The backend the store's context runs on (never KVB_BACKEND_AUTO).
+  kvb_backend backend() const;
   // kvb_cache_get_stats of the cache (memory in use).
   kvb_cache_stats cache_stats() const;
 

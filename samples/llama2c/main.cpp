@@ -67,7 +67,8 @@ const Command kGenerate = {
      {"temperature", "T", "0 = greedy; > 0 samples from softmax(logits / T)", "0"},
      {"seed", "S", "seed of the SplitMix64 sampler", "1"},
      {"cache", "fp32|kvbits", "fp32 (exact) or kvbits (needs --plan); default: kvbits when --plan is given", ""},
-     {"plan", "FILE", "kvbits bit plan for this model (from `kvbits calibrate`)", ""}}};
+     {"plan", "FILE", "kvbits bit plan for this model (from `kvbits calibrate`)", ""},
+     {"backend", "auto|cpu|cuda", "where the kvbits cache lives; auto: the GPU when there is one", "auto"}}};
 
 const Command kCapture = {
     "capture",
@@ -111,7 +112,8 @@ const Command kEval = {
      {"temperature", "T", "sampling temperature of the held-out sequences", "1"},
      {"prompt", "TEXT", "prompt of the greedy comparison", "Once upon a time"},
      {"gen-tokens", "N", "greedy tokens to generate after the prompt", "128"},
-     {"json", "FILE", "also write the numbers (and greedy token ids) as JSON", ""}}};
+     {"json", "FILE", "also write the numbers (and greedy token ids) as JSON", ""},
+     {"backend", "auto|cpu|cuda", "where the kvbits caches live; auto: the GPU when there is one", "auto"}}};
 
 const Command* const kCommands[] = {&kGenerate, &kCapture, &kEval};
 
@@ -214,17 +216,29 @@ std::string setting_name(const kvb_plan_info& info) {
   return name;
 }
 
+kvb_backend parse_backend(const std::map<std::string, std::string>& v) {
+  const std::string& b = v.at("backend");
+  if (b == "auto") return KVB_BACKEND_AUTO;
+  if (b == "cpu") return KVB_BACKEND_CPU;
+  if (b == "cuda") return KVB_BACKEND_CUDA;
+  throw UsageError{"--backend must be auto, cpu or cuda, got '" + b + "'"};
+}
+
+const char* backend_label(kvb_backend b) { return b == KVB_BACKEND_CUDA ? "CUDA (GPU)" : "CPU"; }
+
 // --cache / --plan of generate: the exact fp32 cache, or a kvbits cache of the plan.
-std::unique_ptr<KvStore> make_kv_store(const Config& config, const std::string& cache, const std::string& plan) {
+std::unique_ptr<KvStore> make_kv_store(const Config& config, const std::string& cache, const std::string& plan,
+                                       kvb_backend backend) {
   if (cache != "" && cache != "fp32" && cache != "kvbits")
     throw UsageError{"--cache must be fp32 or kvbits, got '" + cache + "'"};
   if (cache == "fp32" && !plan.empty()) throw UsageError{"--plan selects the kvbits cache; drop --cache fp32"};
   if (cache == "kvbits" && plan.empty()) throw UsageError{"--cache kvbits needs --plan FILE"};
   if (plan.empty()) return std::make_unique<FloatKvStore>(config);
-  auto store = std::make_unique<KvbitsKvStore>(config, plan);
+  auto store = std::make_unique<KvbitsKvStore>(config, plan, 1, backend);
   const kvb_plan_info& info = store->plan_info();
-  std::fprintf(stderr, "%s: kvbits cache, %s: %.1f bytes per token per KV head (fp16: %u)\n", kProgram,
-               setting_name(info).c_str(), info.bytes_per_token_per_head, 4 * info.head_dim);
+  std::fprintf(stderr, "%s: kvbits cache on the %s backend, %s: %.1f bytes per token per KV head (fp16: %u)\n",
+               kProgram, backend_label(store->backend()), setting_name(info).c_str(), info.bytes_per_token_per_head,
+               4 * info.head_dim);
   return store;
 }
 
@@ -237,7 +251,7 @@ int run_generate(const std::map<std::string, std::string>& v) {
 
   const std::vector<int> prompt = tokenizer.encode(v.at("prompt"), true, false);
   Sampler sampler(temperature, seed);
-  std::unique_ptr<KvStore> kv = make_kv_store(model.config(), v.at("cache"), v.at("plan"));
+  std::unique_ptr<KvStore> kv = make_kv_store(model.config(), v.at("cache"), v.at("plan"), parse_backend(v));
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<int> generated = generate(model, *kv, prompt, steps, sampler);
   const double secs = seconds_since(t0);
@@ -354,8 +368,10 @@ int run_eval(const std::map<std::string, std::string>& v, const std::map<std::st
   const std::vector<KiviStoreOptions> kivi = kivi_settings(v, kivi_bits, c);
   // Every plan is opened before the long runs, so a wrong file fails at once.
   std::vector<EvalRow> rows(plans.size() + kivi.size());
+  const kvb_backend backend = parse_backend(v);
   for (size_t i = 0; i < plans.size(); ++i) {
-    const KvbitsKvStore probe(c, plans[i]);
+    const KvbitsKvStore probe(c, plans[i], 1, backend);
+    if (i == 0) std::fprintf(stderr, "eval: kvbits caches on the %s backend\n", backend_label(probe.backend()));
     rows[i].setting = setting_name(probe.plan_info());
     rows[i].plan_path = plans[i];
     rows[i].bytes_per_token_head = probe.plan_info().bytes_per_token_per_head;
@@ -379,7 +395,7 @@ int run_eval(const std::map<std::string, std::string>& v, const std::map<std::st
     std::fprintf(stderr, "eval: [%zu/%zu] %s (%s) ...", i + 1, rows.size(), rows[i].setting.c_str(),
                  is_plan ? std::filesystem::path(plans[i]).filename().string().c_str() : "simulated");
     if (is_plan) {
-      rows[i].score = score_cache(model, ref, o, [&] { return std::make_unique<KvbitsKvStore>(c, plans[i]); });
+      rows[i].score = score_cache(model, ref, o, [&] { return std::make_unique<KvbitsKvStore>(c, plans[i], 1, backend); });
     } else {
       const KiviStoreOptions setting = *rows[i].kivi;
       rows[i].score = score_cache(model, ref, o, [&](int prompt_tokens) {

@@ -19,7 +19,21 @@ TEST(KvbitsCli, GenerateWithAPlanRunsOnTheKvbitsCache) {
                               quote(plan_file(8, 8)));
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "Once upon a time, there was a little girl named Lily\n");  // 8 bits: the fp32 text
-  EXPECT_TRUE(contains(r.err, "kvbits cache, Block-GTQ K8V8: 20.0 bytes per token per KV head (fp16: 32)")) << r.err;
+  EXPECT_TRUE(contains(r.err, "kvbits cache on the CPU backend, Block-GTQ K8V8: 20.0 bytes per token per KV head "
+                              "(fp16: 32)") ||
+              contains(r.err, "kvbits cache on the CUDA (GPU) backend, Block-GTQ K8V8: 20.0 bytes per token per KV "
+                              "head (fp16: 32)"))
+      << r.err;
+}
+
+TEST(KvbitsCli, BackendOptionPicksTheContext) {
+  const CliResult cpu = run_cli("generate " + model_args() + " --prompt 'Once upon a time' --steps 4 --backend cpu --plan " +
+                                quote(plan_file(8, 8)));
+  ASSERT_EQ(cpu.status, 0) << cpu.err;
+  EXPECT_TRUE(contains(cpu.err, "kvbits cache on the CPU backend")) << cpu.err;
+  const CliResult bad = run_cli("generate " + model_args() + " --steps 4 --backend tpu --plan " + quote(plan_file(8, 8)));
+  EXPECT_EQ(bad.status, 2) << bad.err;
+  EXPECT_TRUE(contains(bad.err, "--backend must be auto, cpu or cuda, got 'tpu'")) << bad.err;
 }
 
 TEST(KvbitsCli, EvalPrintsOneRowPerPlan) {
