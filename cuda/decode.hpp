@@ -36,7 +36,7 @@ struct DecodeGroup {
 // and the PageLayout offsets are used (k_scales = v_codes = align16(2 P D), v_scales =
 // align16(v_codes + 2 P D)); n_k_groups is 0 and there are no tables.
 struct DecodeHead {
-  const uint8_t* pool = nullptr;  // device: page id p at pool + p * page_bytes
+  const uint8_t* pool = nullptr;  // device: page id p at pool + p * page_bytes (16-byte aligned)
   uint64_t page_bytes = 0;        // PageLayout::page_bytes (multiple of 64)
   uint32_t k_scales = 0, v_codes = 0, v_scales = 0;  // PageLayout offsets; k_codes must be 0
   uint32_t k_code_bytes = 0, n_k_groups = 0, v_code_bytes = 0;
@@ -45,10 +45,11 @@ struct DecodeHead {
   uint32_t v_centroid_offset = 0;  // relative to centroid_base
   uint32_t centroid_base = 0;      // index into DecodeParams::centroids
   uint32_t n_centroids = 0;        // this head's table length (<= kDecodeMaxCentroids)
-  const float* v_rotation = nullptr;  // device: R_v, D x D row-major fp32
+  const float* v_rotation = nullptr;  // device: R_v, D x D row-major fp32, 16-byte aligned
   // For unrotated queries (DecodeParams::q): the K rotations R_g back to back in group order,
   // each dims x dims row-major fp32 (group g at offset sum_{h<g} dims_h^2), and the hp slot ->
   // original dim map (D entries). Unused (may be null) when q_rot is given or in an fp16 layer.
+  // k_rotation must be 8-byte aligned (rows are read as float pairs).
   const float* k_rotation = nullptr;
   const uint16_t* k_slot_dim = nullptr;
 };
@@ -69,7 +70,8 @@ struct DecodeParams {
   const uint32_t* seq_qend = nullptr;  // device [n_seqs]; null: every token is packed (S = W = 0)
   // device [n_seqs]: the (sequence, layer) fp16 block, SeqLayerView layout (n_kv_heads = H):
   // K sink [H][S][D], V sink [H][S][D], K ring [H][W][D], V ring [H][W][D], fp16 bits.
-  // Null when S + W == 0; an entry may be null only for a sequence with no fp16 token.
+  // Null when S + W == 0; an entry may be null only for a sequence with no fp16 token. Blocks
+  // are read in 16-byte vectors: 16-byte aligned (as cudaMalloc gives).
   const uint16_t* const* fp16_blocks = nullptr;
   // A layer the plan keeps at 16 bits: page rows hold fp16 K [D] at k_codes (offset 0) and
   // fp16 V [D] at v_codes; heads carry no groups or tables.

@@ -506,23 +506,30 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
   }
 }
 
+// Raises the kernel's dynamic shared-memory limit to at least `smem`, never lowers it (a host-side
+// attribute, not a stream operation; launches and occupancy queries of several sizes interleave).
+template <int NT, int MD>
+void ensure_smem(uint32_t smem) {
+  static std::atomic<uint32_t> raised{48u * 1024u};
+  static std::mutex mu;
+  if (smem <= raised.load()) return;
+  std::lock_guard<std::mutex> lock(mu);
+  if (smem <= raised.load()) return;
+  check(cudaFuncSetAttribute(decode_mma_kernel<NT, MD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+        "cudaFuncSetAttribute(decode mma smem)");
+  raised.store(smem);
+}
+
 template <int NT, int MD>
 void launch(const KernelArgs& a, uint32_t n_kv, uint32_t n_seqs, uint32_t smem, cudaStream_t stream) {
-  static std::atomic<uint32_t> raised{48u * 1024u};
-  if (smem > raised.load()) {
-    check(cudaFuncSetAttribute(decode_mma_kernel<NT, MD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
-          "cudaFuncSetAttribute(decode mma smem)");
-    raised.store(smem);
-  }
+  ensure_smem<NT, MD>(smem);
   decode_mma_kernel<NT, MD><<<dim3(a.splits, n_kv, n_seqs), kCtaThreads, smem, stream>>>(a);
   check(cudaGetLastError(), "decode_mma_kernel launch");
 }
 
 template <int NT, int MD>
 int occupancy(uint32_t smem) {
-  if (smem > 48u * 1024u)
-    check(cudaFuncSetAttribute(decode_mma_kernel<NT, MD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
-          "cudaFuncSetAttribute(decode mma smem)");
+  ensure_smem<NT, MD>(smem);
   int n = 0;
   check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_mma_kernel<NT, MD>, int(kCtaThreads), smem),
         "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
