@@ -46,9 +46,9 @@ def synthetic_keys(rng, n_tokens, n_heads, head_dim):
     half = head_dim // 2
     freq_scale = np.exp(-np.linspace(0.0, 4.0, half))  # high-frequency blocks carry little energy
     scale = np.concatenate([freq_scale, freq_scale])    # split-half RoPE: dims i and i + D/2 pair up
-    x = rng.standard_normal((n_tokens, n_heads, head_dim)).astype(np.float32) * scale
+    x = rng.standard_normal((n_tokens, n_heads, head_dim)) * scale
     x[:, :, [half - 3, head_dim - 3]] += 4.0  # outlier channels (a constant offset)
-    return x
+    return x.astype(np.float32)
 
 
 def calibrate(shape, bits, seed=1):
