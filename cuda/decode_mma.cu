@@ -27,6 +27,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "cuda/decode_common.cuh"
@@ -524,7 +525,17 @@ template <int NT, int MD>
 void launch(const KernelArgs& a, uint32_t n_kv, uint32_t n_seqs, uint32_t smem, cudaStream_t stream) {
   ensure_smem<NT, MD>(smem);
   decode_mma_kernel<NT, MD><<<dim3(a.splits, n_kv, n_seqs), kCtaThreads, smem, stream>>>(a);
-  check(cudaGetLastError(), "decode_mma_kernel launch");
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) {
+    // Say what was asked of the launch: these numbers are what a launch failure depends on.
+    cudaFuncAttributes fa{};
+    cudaFuncGetAttributes(&fa, decode_mma_kernel<NT, MD>);
+    check(e, ("decode_mma_kernel<" + std::to_string(NT) + "," + std::to_string(MD) + "> launch (grid " +
+                 std::to_string(a.splits) + "x" + std::to_string(n_kv) + "x" + std::to_string(n_seqs) +
+                 ", dynamic smem " + std::to_string(smem) + ", static " + std::to_string(fa.sharedSizeBytes) +
+                 ", max dynamic " + std::to_string(fa.maxDynamicSharedSizeBytes) + ", regs " +
+                 std::to_string(fa.numRegs) + ", param bytes " + std::to_string(sizeof(KernelArgs)) + ")").c_str());
+  }
 }
 
 template <int NT, int MD>

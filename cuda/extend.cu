@@ -774,7 +774,17 @@ void launch_main(const KernelArgs& a, dim3 grid, cudaStream_t stream) {
     raised.store(a.sm.total);
   }
   extend_kernel<DP, NW><<<grid, 32 * NW, a.sm.total, stream>>>(a);
-  check(cudaGetLastError(), "extend_kernel launch");
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) {
+    // Say what was asked of the launch: these numbers are what a launch failure depends on.
+    cudaFuncAttributes fa{};
+    cudaFuncGetAttributes(&fa, extend_kernel<DP, NW>);
+    check(e, ("extend_kernel<" + std::to_string(DP) + "," + std::to_string(NW) + "> launch (grid " +
+              std::to_string(grid.x) + "x" + std::to_string(grid.y) + "x" + std::to_string(grid.z) +
+              ", dynamic smem " + std::to_string(a.sm.total) + ", static " + std::to_string(fa.sharedSizeBytes) +
+              ", max dynamic " + std::to_string(fa.maxDynamicSharedSizeBytes) + ", regs " +
+              std::to_string(fa.numRegs) + ")").c_str());
+  }
 }
 
 }  // namespace
