@@ -57,11 +57,13 @@ __global__ void __launch_bounds__(kThreads) encode_kernel(AppendParams p, uint32
     enc_fp16_rows(p, s, tok0, nt, h, tid, kThreads);
     return;
   }
+  enc_tables(p, s, tid, kThreads);
+  __syncthreads();
   enc_load(p, s, nt, h, tid, kThreads);
   __syncthreads();
   enc_norms(p, s, nt, tid, kThreads);
   __syncthreads();
-  enc_codes<TT>(p, s, nt, h, tid, kThreads);
+  enc_codes<TT>(p, s, nt, tid, kThreads);
   __syncthreads();
   enc_finish(p, s, tok0, nt, h, tid, kThreads);
 }
