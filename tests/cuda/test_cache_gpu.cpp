@@ -81,7 +81,10 @@ std::vector<float> values(std::mt19937_64& rng, size_t n, uint32_t row) {
 void run(const Spec& s) {
   SCOPED_TRACE(s.describe());
   const auto plan = plan_for(s);
-  CachePair pair(plan, config_for(s, 4096));
+  // Pages for every sequence (forks included) at its longest, and not many more: every
+  // comparison downloads the whole pool.
+  const uint64_t longest = uint64_t(s.rounds) * s.max_tokens / s.page_size + 2;
+  CachePair pair(plan, config_for(s, 64 + 2 * uint64_t(s.batch + s.rounds) * longest));
   if (s.force_exact) static_cast<cuda::CudaCache*>(pair.gpu().device_cache())->set_force_exact(true);
   std::mt19937_64 rng(s.seed * 7919);
   const uint32_t row = s.kv_heads * s.head_dim;
