@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(kThreads) encode_kernel(AppendParams p, uint32
 }
 
 __global__ void __launch_bounds__(kThreads) commit_kernel(AppendParams p, CommitGrid g) {
-  commit_block(p, g, blockIdx.x, threadIdx.x, kThreads);
+  commit_block(p, g, uint64_t(blockIdx.y) * gridDim.x + blockIdx.x, threadIdx.x, kThreads);
 }
 
 template <int TT>
@@ -108,10 +108,12 @@ void append_encode(const AppendParams& p, void* stream_ptr) {
 void append_commit(const AppendParams& p, void* stream_ptr) {
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
   const CommitGrid g = commit_grid(p);
-  const uint64_t blocks = g.blocks(p);
+  const uint64_t blocks = g.blocks();
   if (blocks == 0) return;
-  if (blocks > 0x7FFFFFFFull) fail(StatusCode::unsupported, "append: too much work for one commit launch");
-  commit_kernel<<<unsigned(blocks), kThreads, 0, stream>>>(p, g);
+  // Blocks beyond the grid's x limit spill into y; surplus blocks of the last row do nothing.
+  const uint64_t x = blocks < 0x7FFFFFFFull ? blocks : 0x7FFFFFFFull, y = (blocks + x - 1) / x;
+  if (y > 65535) fail(StatusCode::unsupported, "append: too much work for one commit launch");
+  commit_kernel<<<dim3(unsigned(x), unsigned(y)), kThreads, 0, stream>>>(p, g);
   check_cuda(cudaGetLastError(), "append: commit launch");
 }
 

@@ -429,24 +429,26 @@ KVB_HD void copy_bytes(uint8_t* dst, const uint8_t* src, size_t n, uint32_t tid,
   for (size_t i = words * 4 + tid; i < n; i += nthreads) dst[i] = src[i];
 }
 
+// Blocks of the commit launch, in this order: copy-on-write (copy, region), staged rows
+// (packed token, head), fp16 rows (input row, head), bookkeeping words. One (token, head) or
+// (row, head) per block keeps every thread to about one load and one store: a decode step's
+// commit is latency-bound.
 struct CommitGrid {
-  uint32_t copy_blocks, fp16_blocks, word_blocks;
-  KVB_HD uint64_t blocks(const AppendParams& p) const {
-    return uint64_t(copy_blocks) + p.n_tokens + fp16_blocks + word_blocks;
-  }
+  uint64_t copy_blocks, row_blocks, fp16_blocks, word_blocks;
+  KVB_HD uint64_t blocks() const { return copy_blocks + row_blocks + fp16_blocks + word_blocks; }
 };
 KVB_HD CommitGrid commit_grid(const AppendParams& p) {
-  return {p.n_copies * p.n_layers * p.n_heads, p.sink + p.window > 0 ? p.rows : 0u,
-          (p.n_words + kThreads - 1) / kThreads};
+  return {uint64_t(p.n_copies) * p.n_layers * p.n_heads, uint64_t(p.n_tokens) * p.n_heads,
+          p.sink + p.window > 0 ? uint64_t(p.rows) * p.n_heads : 0u, (uint64_t(p.n_words) + kThreads - 1) / kThreads};
 }
 
-KVB_HD void commit_block(const AppendParams& p, const CommitGrid& g, uint32_t b, uint32_t tid, uint32_t nthreads) {
+KVB_HD void commit_block(const AppendParams& p, const CommitGrid& g, uint64_t b, uint32_t tid, uint32_t nthreads) {
   const uint32_t H = p.n_heads, D = p.head_dim;
   if (b < g.copy_blocks) {
     // Copy-on-write of one region (layer, head) of one page: the rows the sequence holds.
     const uint32_t regions = p.n_layers * H;
     const AppendCopy& c = p.copies[b / regions];
-    const uint32_t region = b % regions, layer = region / H;
+    const uint32_t region = uint32_t(b % regions), layer = region / H;
     const uint32_t rows = p.copy_rows[c.rows_first + layer];
     if (rows == 0) return;
     const AppendHead& hd = p.heads[region];
@@ -459,35 +461,34 @@ KVB_HD void commit_block(const AppendParams& p, const CommitGrid& g, uint32_t b,
     return;
   }
   b -= g.copy_blocks;
-  if (b < p.n_tokens) {
-    // Staged rows of one packed token into its page rows, every head.
-    const AppendToken tok = p.tokens[b];
-    for (uint32_t h = 0; h < H; ++h) {
-      const AppendHead& hd = p.heads[size_t(p.layer) * H + h];
-      const size_t item = size_t(b) * H + h;
-      const uint8_t* codes = p.stage_codes + item * p.code_stride;
-      uint8_t* page = hd.pool + size_t(tok.page) * hd.page_bytes;
-      const uint32_t kc = hd.k_code_bytes, vc = hd.v_code_bytes, G = hd.n_k_groups;
-      for (uint32_t i = tid; i < kc; i += nthreads) page[size_t(tok.row) * kc + i] = codes[i];
-      for (uint32_t i = tid; i < vc; i += nthreads) page[hd.v_codes + size_t(tok.row) * vc + i] = codes[kc + i];
-      if (!hd.fp16) {
-        const uint16_t* scales = p.stage_scales + item * p.scale_stride;
-        uint16_t* ks = reinterpret_cast<uint16_t*>(page + hd.k_scales) + size_t(tok.row) * G;
-        for (uint32_t i = tid; i < G; i += nthreads) ks[i] = scales[i];
-        if (tid == 0) reinterpret_cast<uint16_t*>(page + hd.v_scales)[tok.row] = scales[G];
-      }
+  if (b < g.row_blocks) {
+    // The staged row of one (packed token, head) into its page row.
+    const size_t item = size_t(b);
+    const uint32_t h = uint32_t(item % H);
+    const AppendToken tok = p.tokens[item / H];
+    const AppendHead& hd = p.heads[size_t(p.layer) * H + h];
+    const uint8_t* codes = p.stage_codes + item * p.code_stride;
+    uint8_t* page = hd.pool + size_t(tok.page) * hd.page_bytes;
+    const uint32_t kc = hd.k_code_bytes, vc = hd.v_code_bytes, G = hd.n_k_groups;
+    for (uint32_t i = tid; i < kc; i += nthreads) page[size_t(tok.row) * kc + i] = codes[i];
+    for (uint32_t i = tid; i < vc; i += nthreads) page[hd.v_codes + size_t(tok.row) * vc + i] = codes[kc + i];
+    if (!hd.fp16) {
+      const uint16_t* scales = p.stage_scales + item * p.scale_stride;
+      uint16_t* ks = reinterpret_cast<uint16_t*>(page + hd.k_scales) + size_t(tok.row) * G;
+      for (uint32_t i = tid; i < G; i += nthreads) ks[i] = scales[i];
+      if (tid == 0) reinterpret_cast<uint16_t*>(page + hd.v_scales)[tok.row] = scales[G];
     }
     return;
   }
-  b -= p.n_tokens;
+  b -= g.row_blocks;
   if (b < g.fp16_blocks) {
-    // fp16 sink / ring rows of one input row, every head.
-    const uint32_t row = b;
+    // fp16 sink / ring rows (K and V) of one (input row, head).
+    const uint32_t row = uint32_t(b / H), h = uint32_t(b % H);
     const AppendEntry& e = p.entries[entry_of_row(p.entries, p.n_entries, row)];
     const uint32_t t = e.len0 + (row - e.first_row);
     if (t >= p.sink && t < e.qend1) return;  // packed
-    for (uint32_t idx = tid; idx < 2 * H * D; idx += nthreads) {
-      const uint32_t tensor = idx / (H * D), h = idx % (H * D) / D, d = idx % D;
+    for (uint32_t idx = tid; idx < 2 * D; idx += nthreads) {
+      const uint32_t tensor = idx / D, d = idx % D;
       const float x = load_input(tensor ? p.v : p.k, (size_t(row) * H + h) * D + d, p.dtype);
       const size_t at = t < p.sink ? sink_offset(p, tensor, h, t) : ring_offset(p, tensor, h, t);
       e.fp16[at + d] = to_half_bits(x);
@@ -495,7 +496,7 @@ KVB_HD void commit_block(const AppendParams& p, const CommitGrid& g, uint32_t b,
     return;
   }
   b -= g.fp16_blocks;
-  const uint32_t i = b * kThreads + tid;
+  const uint64_t i = b * kThreads + tid;
   if (i < p.n_words) *p.words[i].dst = p.words[i].value;
 }
 

@@ -68,8 +68,8 @@ void emulate_encode(const AppendParams& p) {
 
 void emulate_commit(const AppendParams& p) {
   const CommitGrid g = commit_grid(p);
-  for (uint64_t b = 0; b < g.blocks(p); ++b)
-    for (uint32_t tid = 0; tid < kThreads; ++tid) commit_block(p, g, uint32_t(b), tid, kThreads);
+  for (uint64_t b = 0; b < g.blocks(); ++b)
+    for (uint32_t tid = 0; tid < kThreads; ++tid) commit_block(p, g, b, tid, kThreads);
 }
 
 // ---- a CPU cache appended the way the CUDA cache appends (cuda/device_cache.cpp) ----
