@@ -68,8 +68,19 @@ __global__ void __launch_bounds__(kThreads) encode_kernel(AppendParams p, uint32
   enc_finish(p, s, tok0, nt, h, tid, kThreads);
 }
 
-__global__ void __launch_bounds__(kThreads) commit_kernel(AppendParams p, CommitGrid g) {
-  commit_block(p, g, uint64_t(blockIdx.y) * gridDim.x + blockIdx.x, threadIdx.x, kThreads);
+// Blocks [first, first + count) of the commit grid (a launch covers either the copies or the rest).
+__global__ void __launch_bounds__(kThreads) commit_kernel(AppendParams p, CommitGrid g, uint64_t first, uint64_t count) {
+  const uint64_t b = uint64_t(blockIdx.y) * gridDim.x + blockIdx.x;
+  if (b < count) commit_block(p, g, first + b, threadIdx.x, kThreads);
+}
+
+void launch_commit(const AppendParams& p, const CommitGrid& g, uint64_t first, uint64_t count, cudaStream_t stream) {
+  if (count == 0) return;
+  // Blocks beyond the grid's x limit spill into y.
+  const uint64_t x = count < 0x7FFFFFFFull ? count : 0x7FFFFFFFull, y = (count + x - 1) / x;
+  if (y > 65535) fail(StatusCode::unsupported, "append: too much work for one commit launch");
+  commit_kernel<<<dim3(unsigned(x), unsigned(y)), kThreads, 0, stream>>>(p, g, first, count);
+  check_cuda(cudaGetLastError(), "append: commit launch");
 }
 
 template <int TT>
@@ -108,13 +119,8 @@ void append_encode(const AppendParams& p, void* stream_ptr) {
 void append_commit(const AppendParams& p, void* stream_ptr) {
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
   const CommitGrid g = commit_grid(p);
-  const uint64_t blocks = g.blocks();
-  if (blocks == 0) return;
-  // Blocks beyond the grid's x limit spill into y; surplus blocks of the last row do nothing.
-  const uint64_t x = blocks < 0x7FFFFFFFull ? blocks : 0x7FFFFFFFull, y = (blocks + x - 1) / x;
-  if (y > 65535) fail(StatusCode::unsupported, "append: too much work for one commit launch");
-  commit_kernel<<<dim3(unsigned(x), unsigned(y)), kThreads, 0, stream>>>(p, g);
-  check_cuda(cudaGetLastError(), "append: commit launch");
+  launch_commit(p, g, 0, g.copy_blocks, stream);
+  launch_commit(p, g, g.copy_blocks, g.blocks() - g.copy_blocks, stream);
 }
 
 }  // namespace kvbits::cuda

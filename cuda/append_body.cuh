@@ -429,10 +429,12 @@ KVB_HD void copy_bytes(uint8_t* dst, const uint8_t* src, size_t n, uint32_t tid,
   for (size_t i = words * 4 + tid; i < n; i += nthreads) dst[i] = src[i];
 }
 
-// Blocks of the commit launch, in this order: copy-on-write (copy, region), staged rows
-// (packed token, head), fp16 rows (input row, head), bookkeeping words. One (token, head) or
-// (row, head) per block keeps every thread to about one load and one store: a decode step's
-// commit is latency-bound.
+// Blocks of the commit, in this order: copy-on-write (copy, region), staged rows (packed
+// token, head), fp16 rows (input row, head), bookkeeping words. The copies run as a launch of
+// their own, before the rest: a copy reads rows of a shared page that another sequence of the
+// same call may then write in place (the CPU backend also copies before it writes). One
+// (token, head) or (row, head) per block keeps every thread to about one load and one store:
+// a decode step's commit is latency-bound.
 struct CommitGrid {
   uint64_t copy_blocks, row_blocks, fp16_blocks, word_blocks;
   KVB_HD uint64_t blocks() const { return copy_blocks + row_blocks + fp16_blocks + word_blocks; }
