@@ -57,17 +57,30 @@ __global__ void __launch_bounds__(kThreads) encode_kernel(AppendParams p, uint32
     enc_fp16_rows(p, s, tok0, nt, h, tid, kThreads);
     return;
   }
+  enc_tables(p, s, tid, kThreads);
+  __syncthreads();
   enc_load(p, s, nt, h, tid, kThreads);
   __syncthreads();
   enc_norms(p, s, nt, tid, kThreads);
   __syncthreads();
-  enc_codes<TT>(p, s, nt, h, tid, kThreads);
+  enc_codes<TT>(p, s, nt, tid, kThreads);
   __syncthreads();
   enc_finish(p, s, tok0, nt, h, tid, kThreads);
 }
 
-__global__ void __launch_bounds__(kThreads) commit_kernel(AppendParams p, CommitGrid g) {
-  commit_block(p, g, blockIdx.x, threadIdx.x, kThreads);
+// Blocks [first, first + count) of the commit grid (a launch covers either the copies or the rest).
+__global__ void __launch_bounds__(kThreads) commit_kernel(AppendParams p, CommitGrid g, uint64_t first, uint64_t count) {
+  const uint64_t b = uint64_t(blockIdx.y) * gridDim.x + blockIdx.x;
+  if (b < count) commit_block(p, g, first + b, threadIdx.x, kThreads);
+}
+
+void launch_commit(const AppendParams& p, const CommitGrid& g, uint64_t first, uint64_t count, cudaStream_t stream) {
+  if (count == 0) return;
+  // Blocks beyond the grid's x limit spill into y.
+  const uint64_t x = count < 0x7FFFFFFFull ? count : 0x7FFFFFFFull, y = (count + x - 1) / x;
+  if (y > 65535) fail(StatusCode::unsupported, "append: too much work for one commit launch");
+  commit_kernel<<<dim3(unsigned(x), unsigned(y)), kThreads, 0, stream>>>(p, g, first, count);
+  check_cuda(cudaGetLastError(), "append: commit launch");
 }
 
 template <int TT>
@@ -106,11 +119,8 @@ void append_encode(const AppendParams& p, void* stream_ptr) {
 void append_commit(const AppendParams& p, void* stream_ptr) {
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
   const CommitGrid g = commit_grid(p);
-  const uint64_t blocks = g.blocks(p);
-  if (blocks == 0) return;
-  if (blocks > 0x7FFFFFFFull) fail(StatusCode::unsupported, "append: too much work for one commit launch");
-  commit_kernel<<<unsigned(blocks), kThreads, 0, stream>>>(p, g);
-  check_cuda(cudaGetLastError(), "append: commit launch");
+  launch_commit(p, g, 0, g.copy_blocks, stream);
+  launch_commit(p, g, g.copy_blocks, g.blocks() - g.copy_blocks, stream);
 }
 
 }  // namespace kvbits::cuda

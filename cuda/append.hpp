@@ -2,7 +2,7 @@
 // head and every sequence of the call, straight into the paged cache (docs/gpu-decode.md,
 // "CUDA backend"). Raw device pointers and plain structs only.
 //
-// Two launches, all-or-nothing:
+// Two launches (three with copy-on-write copies), all-or-nothing:
 //   append_encode  checks every input value (non-finite; outside the fp16 range where it is to
 //                  be held in fp16) and encodes every packed (token, head) into a staging area:
 //                  codes and fp16 scales bit-identical to TqQuantizer::encode (a group norm too
@@ -10,8 +10,9 @@
 //                  smallest error key (the CPU backend's order: see AppendError). Nothing the
 //                  cache shows changes.
 //   append_commit  run only after the host read the error word and found no error: copy-on-
-//                  write copies of shared pages, staged rows into their page rows, fp16 sink and
-//                  ring rows of the new tokens, and the device mirror of lengths / page tables.
+//                  write copies of shared pages (a launch of their own, first), then staged rows
+//                  into their page rows, fp16 sink and ring rows of the new tokens, and the
+//                  device mirror of lengths / page tables.
 #pragma once
 
 #include <cstddef>
@@ -125,7 +126,7 @@ uint32_t append_tokens_per_block(const AppendParams& p);
 // Sets the error word to kNone, then enqueues the check-and-encode launch on `stream`.
 // Error(device_error) on a launch failure.
 void append_encode(const AppendParams& p, void* stream);
-// Enqueues the commit launch (no-op when there is nothing to write).
+// Enqueues the commit launches (the copies' only when there are copies).
 void append_commit(const AppendParams& p, void* stream);
 
 }  // namespace kvbits::cuda

@@ -173,9 +173,13 @@ struct Matrix {
 
 // Shared memory of one encode block: the fixed part and the dynamic part (layout below).
 struct EncodeShared {
+  // The head's AppendHead as raw words (a struct with member initialisers cannot be __shared__):
+  // one cooperative copy instead of dependent global loads in every phase.
+  alignas(16) uint32_t head_words[(sizeof(AppendHead) + 3) / 4];
   Matrix mats[kMaxMatrices];
   AppendToken* toks;  // [TT]
   uint32_t n_mats;
+  KVB_HD const AppendHead& head() const { return *reinterpret_cast<const AppendHead*>(head_words); }
   float* xs;          // [TT][xw]
   double* nrm;        // [TT][kMaxMatrices]
   uint8_t* codes;     // [TT][2D]
@@ -247,12 +251,18 @@ KVB_HD void check_rows(const AppendParams& p, uint32_t n_tiles, uint32_t bx, uin
   }
 }
 
-// Phase 0: the block's tokens; for a quantized layer the head's matrices and codebooks.
+// Phase 0a: the block's tokens and its head descriptor.
 KVB_HD void enc_prologue(const AppendParams& p, EncodeShared& s, uint32_t tok0, uint32_t nt, uint32_t h, uint32_t tid,
                          uint32_t nthreads) {
+  static_assert(sizeof(AppendHead) % 4 == 0, "AppendHead is copied as words");
   if (tid < nt) s.toks[tid] = p.tokens[tok0 + tid];
-  if (p.fp16_layer) return;
-  const AppendHead& hd = p.heads[size_t(p.layer) * p.n_heads + h];
+  const uint32_t* src = reinterpret_cast<const uint32_t*>(p.heads + size_t(p.layer) * p.n_heads + h);
+  for (uint32_t i = tid; i < sizeof(AppendHead) / 4; i += nthreads) s.head_words[i] = src[i];
+}
+
+// Phase 0b (quantized layer): the head's matrices and codebooks.
+KVB_HD void enc_tables(const AppendParams& p, EncodeShared& s, uint32_t tid, uint32_t nthreads) {
+  const AppendHead& hd = s.head();
   if (tid == 0) {
     uint32_t xoff = 0, m = 0;
     for (; m < hd.n_k_groups; ++m) {
@@ -284,7 +294,7 @@ KVB_HD void enc_fp16_rows(const AppendParams& p, const EncodeShared& s, uint32_t
 
 // Phase 1: the tokens' values (K in hp slot order), zero in the padding between groups.
 KVB_HD void enc_load(const AppendParams& p, EncodeShared& s, uint32_t nt, uint32_t h, uint32_t tid, uint32_t nthreads) {
-  const AppendHead& hd = p.heads[size_t(p.layer) * p.n_heads + h];
+  const AppendHead& hd = s.head();
   const size_t XW = enc_xw(p.head_dim);
   const uint32_t n_mats = s.n_mats;
   const uint32_t row_floats = s.mats[n_mats - 1].xoff + ((p.head_dim + 3) & ~3u);
@@ -309,15 +319,19 @@ KVB_HD void enc_norms(const AppendParams& p, EncodeShared& s, uint32_t nt, uint3
     const uint32_t t = idx / s.n_mats, m = idx % s.n_mats;
     const float* x = s.xs + t * XW + s.mats[m].xoff;
     double nsq = 0.0;
-    for (uint32_t j = 0; j < s.mats[m].dims; ++j) nsq = fma(double(x[j]), double(x[j]), nsq);
+    const uint32_t dims = s.mats[m].dims;
+#ifdef __CUDA_ARCH__
+#pragma unroll 8
+#endif
+    for (uint32_t j = 0; j < dims; ++j) nsq = fma(double(x[j]), double(x[j]), nsq);
     s.nrm[t * kMaxMatrices + m] = sqrt(nsq);
   }
 }
 
 // Phase 3: codes; thread o owns output o (K slot o < D, else V row o - D) for all TT tokens.
 template <int TT>
-KVB_HD void enc_codes(const AppendParams& p, EncodeShared& s, uint32_t nt, uint32_t h, uint32_t tid, uint32_t nthreads) {
-  const AppendHead& hd = p.heads[size_t(p.layer) * p.n_heads + h];
+KVB_HD void enc_codes(const AppendParams& p, EncodeShared& s, uint32_t nt, uint32_t tid, uint32_t nthreads) {
+  const AppendHead& hd = s.head();
   const uint32_t D = p.head_dim, n_mats = s.n_mats;
   const size_t XW = enc_xw(D);
   for (uint32_t o = tid; o < 2 * D; o += nthreads) {
@@ -332,7 +346,12 @@ KVB_HD void enc_codes(const AppendParams& p, EncodeShared& s, uint32_t nt, uint3
     float acc[TT];
     for (int t = 0; t < TT; ++t) acc[t] = 0.0f;
     const float4* R4 = reinterpret_cast<const float4*>(hd.rot + mt.rot_offset) + r;
-    for (uint32_t jb = 0; jb < (mt.dims + 3) / 4; ++jb) {
+    const uint32_t n_jb = (mt.dims + 3) / 4;
+    // Unrolled so that several rotation loads are in flight before the FMAs need them.
+#ifdef __CUDA_ARCH__
+#pragma unroll 8
+#endif
+    for (uint32_t jb = 0; jb < n_jb; ++jb) {
       const float4 w = load_rot4(R4 + size_t(jb) * mt.dims);
 #ifdef __CUDA_ARCH__
 #pragma unroll
@@ -357,7 +376,7 @@ KVB_HD void enc_codes(const AppendParams& p, EncodeShared& s, uint32_t nt, uint3
 // thread per output byte of the K and V code rows) into the staging area.
 KVB_HD void enc_finish(const AppendParams& p, EncodeShared& s, uint32_t tok0, uint32_t nt, uint32_t h, uint32_t tid,
                        uint32_t nthreads) {
-  const AppendHead& hd = p.heads[size_t(p.layer) * p.n_heads + h];
+  const AppendHead& hd = s.head();
   const uint32_t D = p.head_dim, H = p.n_heads, n_mats = s.n_mats;
   for (uint32_t idx = tid; idx < nt * n_mats; idx += nthreads) {
     const uint32_t t = idx / n_mats, m = idx % n_mats;
@@ -368,6 +387,10 @@ KVB_HD void enc_finish(const AppendParams& p, EncodeShared& s, uint32_t tok0, ui
       const uint8_t* c = s.codes + t * 2 * D + mt.code_base;
       const float* gc = s.cent + mt.cb_offset;
       double csq = 0.0;
+      // The code and centroid loads do not depend on the sum: unrolled, they run ahead of it.
+#ifdef __CUDA_ARCH__
+#pragma unroll 8
+#endif
       for (uint32_t j = 0; j < mt.dims; ++j) {
         const double cv = double(gc[c[j]]);
         csq = fma(cv, cv, csq);
@@ -406,24 +429,28 @@ KVB_HD void copy_bytes(uint8_t* dst, const uint8_t* src, size_t n, uint32_t tid,
   for (size_t i = words * 4 + tid; i < n; i += nthreads) dst[i] = src[i];
 }
 
+// Blocks of the commit, in this order: copy-on-write (copy, region), staged rows (packed
+// token, head), fp16 rows (input row, head), bookkeeping words. The copies run as a launch of
+// their own, before the rest: a copy reads rows of a shared page that another sequence of the
+// same call may then write in place (the CPU backend also copies before it writes). One
+// (token, head) or (row, head) per block keeps every thread to about one load and one store:
+// a decode step's commit is latency-bound.
 struct CommitGrid {
-  uint32_t copy_blocks, fp16_blocks, word_blocks;
-  KVB_HD uint64_t blocks(const AppendParams& p) const {
-    return uint64_t(copy_blocks) + p.n_tokens + fp16_blocks + word_blocks;
-  }
+  uint64_t copy_blocks, row_blocks, fp16_blocks, word_blocks;
+  KVB_HD uint64_t blocks() const { return copy_blocks + row_blocks + fp16_blocks + word_blocks; }
 };
 KVB_HD CommitGrid commit_grid(const AppendParams& p) {
-  return {p.n_copies * p.n_layers * p.n_heads, p.sink + p.window > 0 ? p.rows : 0u,
-          (p.n_words + kThreads - 1) / kThreads};
+  return {uint64_t(p.n_copies) * p.n_layers * p.n_heads, uint64_t(p.n_tokens) * p.n_heads,
+          p.sink + p.window > 0 ? uint64_t(p.rows) * p.n_heads : 0u, (uint64_t(p.n_words) + kThreads - 1) / kThreads};
 }
 
-KVB_HD void commit_block(const AppendParams& p, const CommitGrid& g, uint32_t b, uint32_t tid, uint32_t nthreads) {
+KVB_HD void commit_block(const AppendParams& p, const CommitGrid& g, uint64_t b, uint32_t tid, uint32_t nthreads) {
   const uint32_t H = p.n_heads, D = p.head_dim;
   if (b < g.copy_blocks) {
     // Copy-on-write of one region (layer, head) of one page: the rows the sequence holds.
     const uint32_t regions = p.n_layers * H;
     const AppendCopy& c = p.copies[b / regions];
-    const uint32_t region = b % regions, layer = region / H;
+    const uint32_t region = uint32_t(b % regions), layer = region / H;
     const uint32_t rows = p.copy_rows[c.rows_first + layer];
     if (rows == 0) return;
     const AppendHead& hd = p.heads[region];
@@ -436,35 +463,34 @@ KVB_HD void commit_block(const AppendParams& p, const CommitGrid& g, uint32_t b,
     return;
   }
   b -= g.copy_blocks;
-  if (b < p.n_tokens) {
-    // Staged rows of one packed token into its page rows, every head.
-    const AppendToken tok = p.tokens[b];
-    for (uint32_t h = 0; h < H; ++h) {
-      const AppendHead& hd = p.heads[size_t(p.layer) * H + h];
-      const size_t item = size_t(b) * H + h;
-      const uint8_t* codes = p.stage_codes + item * p.code_stride;
-      uint8_t* page = hd.pool + size_t(tok.page) * hd.page_bytes;
-      const uint32_t kc = hd.k_code_bytes, vc = hd.v_code_bytes, G = hd.n_k_groups;
-      for (uint32_t i = tid; i < kc; i += nthreads) page[size_t(tok.row) * kc + i] = codes[i];
-      for (uint32_t i = tid; i < vc; i += nthreads) page[hd.v_codes + size_t(tok.row) * vc + i] = codes[kc + i];
-      if (!hd.fp16) {
-        const uint16_t* scales = p.stage_scales + item * p.scale_stride;
-        uint16_t* ks = reinterpret_cast<uint16_t*>(page + hd.k_scales) + size_t(tok.row) * G;
-        for (uint32_t i = tid; i < G; i += nthreads) ks[i] = scales[i];
-        if (tid == 0) reinterpret_cast<uint16_t*>(page + hd.v_scales)[tok.row] = scales[G];
-      }
+  if (b < g.row_blocks) {
+    // The staged row of one (packed token, head) into its page row.
+    const size_t item = size_t(b);
+    const uint32_t h = uint32_t(item % H);
+    const AppendToken tok = p.tokens[item / H];
+    const AppendHead& hd = p.heads[size_t(p.layer) * H + h];
+    const uint8_t* codes = p.stage_codes + item * p.code_stride;
+    uint8_t* page = hd.pool + size_t(tok.page) * hd.page_bytes;
+    const uint32_t kc = hd.k_code_bytes, vc = hd.v_code_bytes, G = hd.n_k_groups;
+    for (uint32_t i = tid; i < kc; i += nthreads) page[size_t(tok.row) * kc + i] = codes[i];
+    for (uint32_t i = tid; i < vc; i += nthreads) page[hd.v_codes + size_t(tok.row) * vc + i] = codes[kc + i];
+    if (!hd.fp16) {
+      const uint16_t* scales = p.stage_scales + item * p.scale_stride;
+      uint16_t* ks = reinterpret_cast<uint16_t*>(page + hd.k_scales) + size_t(tok.row) * G;
+      for (uint32_t i = tid; i < G; i += nthreads) ks[i] = scales[i];
+      if (tid == 0) reinterpret_cast<uint16_t*>(page + hd.v_scales)[tok.row] = scales[G];
     }
     return;
   }
-  b -= p.n_tokens;
+  b -= g.row_blocks;
   if (b < g.fp16_blocks) {
-    // fp16 sink / ring rows of one input row, every head.
-    const uint32_t row = b;
+    // fp16 sink / ring rows (K and V) of one (input row, head).
+    const uint32_t row = uint32_t(b / H), h = uint32_t(b % H);
     const AppendEntry& e = p.entries[entry_of_row(p.entries, p.n_entries, row)];
     const uint32_t t = e.len0 + (row - e.first_row);
     if (t >= p.sink && t < e.qend1) return;  // packed
-    for (uint32_t idx = tid; idx < 2 * H * D; idx += nthreads) {
-      const uint32_t tensor = idx / (H * D), h = idx % (H * D) / D, d = idx % D;
+    for (uint32_t idx = tid; idx < 2 * D; idx += nthreads) {
+      const uint32_t tensor = idx / D, d = idx % D;
       const float x = load_input(tensor ? p.v : p.k, (size_t(row) * H + h) * D + d, p.dtype);
       const size_t at = t < p.sink ? sink_offset(p, tensor, h, t) : ring_offset(p, tensor, h, t);
       e.fp16[at + d] = to_half_bits(x);
@@ -472,7 +498,7 @@ KVB_HD void commit_block(const AppendParams& p, const CommitGrid& g, uint32_t b,
     return;
   }
   b -= g.fp16_blocks;
-  const uint32_t i = b * kThreads + tid;
+  const uint64_t i = b * kThreads + tid;
   if (i < p.n_words) *p.words[i].dst = p.words[i].value;
 }
 

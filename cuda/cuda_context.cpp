@@ -110,8 +110,8 @@ void CudaContext::check_attention_support(const Plan& plan, uint32_t page_size) 
   }
 }
 
-CudaContext::Call::Call(CudaContext& ctx, void* stream, bool last_stream) : ctx_(ctx), lock_(ctx.mu_) {
-  stream_ = last_stream ? ctx.last_stream_ : static_cast<cudaStream_t>(stream);
+CudaContext::Call::Call(CudaContext& ctx, void* stream) : ctx_(ctx), lock_(ctx.mu_) {
+  stream_ = static_cast<cudaStream_t>(stream);
   int current = -1;
   check_cuda(cudaGetDevice(&current), "cudaGetDevice");
   if (current != ctx.device_) {

@@ -43,10 +43,10 @@ class CudaContext final : public detail::DeviceContext {
 
   class Call {
    public:
-    // stream: a cudaStream_t, or null for the legacy default stream.
-    // last_stream: run on the stream of the context's previous call instead (calls that take
-    // no stream: fork, remove, read).
-    Call(CudaContext& ctx, void* stream, bool last_stream = false);
+    // stream: a cudaStream_t, or null for the legacy default stream (what the calls that take
+    // no stream use: create, fork, remove, read, freeing fp16 blocks). A user's stream is never
+    // kept beyond its call, so destroying it afterwards is fine.
+    Call(CudaContext& ctx, void* stream);
     ~Call();
     Call(const Call&) = delete;
     Call& operator=(const Call&) = delete;

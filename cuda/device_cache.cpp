@@ -95,7 +95,7 @@ CudaCache::CudaCache(Cache::Impl& impl, uint64_t pool_bytes)
       n_layers_(impl.n_layers),
       n_heads_(impl.n_heads),
       head_dim_(impl.head_dim) {
-  CudaContext::Call call(ctx_, nullptr, true);
+  CudaContext::Call call(ctx_, nullptr);
   try {
     pool_ = DeviceBlock(size_t(pool_bytes));
   } catch (const Error& e) {
@@ -124,7 +124,7 @@ CudaCache::~CudaCache() {
 }
 
 void CudaCache::attach() {
-  CudaContext::Call call(ctx_, nullptr, true);
+  CudaContext::Call call(ctx_, nullptr);
   const uint32_t L = n_layers_, H = n_heads_, D = head_dim_;
   // ---- AppendHead per (layer, head) and its tables (cuda/append_tables.hpp) ----
   AppendTables t = build_append_tables(m_, pool_base());
@@ -179,10 +179,12 @@ void CudaCache::attach() {
   check_cuda(cudaMemset(offsets_.get(), 0, offsets_.size()), "cudaMemset(sequence mirror)");
   check_cuda(cudaMemset(arena_.get(), 0, arena_.size()), "cudaMemset(page-table arena)");
   slots_.assign(size_t(max_seqs), TableSlot{});
+  // The memsets ran on the legacy stream, which a non-blocking stream never waits for.
+  check_cuda(cudaDeviceSynchronize(), "cache: cudaDeviceSynchronize");
 }
 
 cache_detail::Fp16Block CudaCache::new_fp16_block() {
-  CudaContext::Call call(ctx_, nullptr, true);
+  CudaContext::Call call(ctx_, nullptr);
   refuse_capture(call, "fork");
   return cache_detail::Fp16Block(alloc_block(ctx_, m_.fp16_block_elems() * 2, call.stream()),
                                  cache_detail::Fp16Free{&CudaCache::release_block, this});
@@ -191,7 +193,7 @@ cache_detail::Fp16Block CudaCache::new_fp16_block() {
 void CudaCache::release_block(void* owner, uint16_t* p) {
   auto* self = static_cast<CudaCache*>(owner);
   try {
-    CudaContext::Call call(self->ctx_, nullptr, true);
+    CudaContext::Call call(self->ctx_, nullptr);
     if (call.capturing()) {
       self->deferred_blocks_.push_back(p);
       return;
@@ -207,8 +209,8 @@ void CudaCache::release_block(void* owner, uint16_t* p) {
 void CudaCache::refuse_capture(const CudaContext::Call& call, const char* what) {
   if (call.capturing())
     fail(StatusCode::unsupported, std::string("cache: ") + what +
-                                      " cannot run while the stream of the context's last call is being captured into "
-                                      "a CUDA graph");
+                                      " cannot run while a CUDA graph is being captured on the legacy stream or "
+                                      "globally");
 }
 
 void CudaCache::flush_deferred(CudaContext::Call& call) {
@@ -431,7 +433,7 @@ void CudaCache::append(AppendPlan& plan, const void* k, const void* v, void* str
 
 void CudaCache::download(const Sequence& seq, uint32_t layer, uint32_t pos, uint32_t n,
                          cache_detail::HostCopy& out) const {
-  CudaContext::Call call(ctx_, nullptr, true);
+  CudaContext::Call call(ctx_, nullptr);
   refuse_capture(call, "read");
   const cache_detail::SeqLayer& sl = seq.layers[layer];
   const uint32_t end = pos + n;
@@ -465,7 +467,7 @@ void CudaCache::download(const Sequence& seq, uint32_t layer, uint32_t pos, uint
 
 void CudaCache::copy_fork_rows(uint16_t* to, const uint16_t* from, uint32_t sink_rows, uint32_t ring_first,
                                uint32_t ring_end) {
-  CudaContext::Call call(ctx_, nullptr, true);
+  CudaContext::Call call(ctx_, nullptr);
   refuse_capture(call, "fork");
   const size_t H = n_heads_, D = head_dim_, S = m_.sink, W = m_.window, row = D * 2;
   // Rows [first, first + count) of every head of one plane (heads `rows_per_head` rows apart).
@@ -490,7 +492,7 @@ void CudaCache::copy_fork_rows(uint16_t* to, const uint16_t* from, uint32_t sink
 
 void CudaCache::mirror_sequence(uint64_t id, const Sequence& seq) {
   if (id >= slots_.size()) fail(StatusCode::internal, "cache: fork: sequence id past max_sequences");
-  CudaContext::Call call(ctx_, nullptr, true);
+  CudaContext::Call call(ctx_, nullptr);
   refuse_capture(call, "fork");
   flush_deferred(call);
   std::vector<WordWrite> words;
@@ -522,7 +524,7 @@ void CudaCache::removed(uint64_t id, const std::vector<uint32_t>& freed_pages) {
   if (id < slots_.size()) slots_[size_t(id)] = TableSlot{};  // its range is reclaimed by compaction
   try {
     deferred_pages_.insert(deferred_pages_.end(), freed_pages.begin(), freed_pages.end());
-    CudaContext::Call call(ctx_, nullptr, true);
+    CudaContext::Call call(ctx_, nullptr);
     flush_deferred(call);
   } catch (const Error&) {
     // Left in deferred_pages_ for the next call (append flushes before it takes a page).

@@ -51,9 +51,10 @@ void emulate_encode_tt(const AppendParams& p) {
         for (uint32_t tid = 0; tid < kThreads; ++tid) enc_fp16_rows(p, s, tok0, nt, h, tid, kThreads);
         continue;
       }
+      for (uint32_t tid = 0; tid < kThreads; ++tid) enc_tables(p, s, tid, kThreads);
       for (uint32_t tid = 0; tid < kThreads; ++tid) enc_load(p, s, nt, h, tid, kThreads);
       for (uint32_t tid = 0; tid < kThreads; ++tid) enc_norms(p, s, nt, tid, kThreads);
-      for (uint32_t tid = 0; tid < kThreads; ++tid) enc_codes<TT>(p, s, nt, h, tid, kThreads);
+      for (uint32_t tid = 0; tid < kThreads; ++tid) enc_codes<TT>(p, s, nt, tid, kThreads);
       for (uint32_t tid = 0; tid < kThreads; ++tid) enc_finish(p, s, tok0, nt, h, tid, kThreads);
     }
 }
@@ -67,8 +68,8 @@ void emulate_encode(const AppendParams& p) {
 
 void emulate_commit(const AppendParams& p) {
   const CommitGrid g = commit_grid(p);
-  for (uint64_t b = 0; b < g.blocks(p); ++b)
-    for (uint32_t tid = 0; tid < kThreads; ++tid) commit_block(p, g, uint32_t(b), tid, kThreads);
+  for (uint64_t b = 0; b < g.blocks(); ++b)
+    for (uint32_t tid = 0; tid < kThreads; ++tid) commit_block(p, g, b, tid, kThreads);
 }
 
 // ---- a CPU cache appended the way the CUDA cache appends (cuda/device_cache.cpp) ----
@@ -449,6 +450,7 @@ TEST(AppendEmulated, ExactChainsAreTheCanonicalSums) {
   enc_bind(s, reinterpret_cast<unsigned char*>(dyn.data()), 4, 128, ap.max_cb);
   for (uint32_t h = 0; h < 2; ++h) {
     for (uint32_t tid = 0; tid < kThreads; ++tid) enc_prologue(ap, s, 0, T, h, tid, kThreads);
+    for (uint32_t tid = 0; tid < kThreads; ++tid) enc_tables(ap, s, tid, kThreads);
     for (uint32_t tid = 0; tid < kThreads; ++tid) enc_load(ap, s, T, h, tid, kThreads);
     for (uint32_t tid = 0; tid < kThreads; ++tid) enc_norms(ap, s, T, tid, kThreads);
     const TqQuantizer& kq = c.quantizers(0, h).k;

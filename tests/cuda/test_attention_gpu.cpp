@@ -36,8 +36,9 @@ struct Case {
   uint32_t q_heads = 8, kv_heads = 2, head_dim = 128, page_size = 64, sink = 0, window = 0;
   bool fp16_layer = false;
   std::vector<uint32_t> lengths = {1, 63, 64, 65, 300};
-  uint64_t extra_pages = 0;  // pool pages beyond what the lengths need (tests that append more)
   uint64_t seed = 1;
+  uint64_t max_pages = 0;      // 0: enough for the lengths
+  uint32_t max_sequences = 0;  // 0: the default
 };
 
 struct Filled {
@@ -67,7 +68,8 @@ Filled fill(const Case& s) {
   c.page_size = s.page_size;
   c.max_pages = 64;
   for (uint32_t len : s.lengths) c.max_pages += 2 * (len / s.page_size + 2);
-  c.max_pages += s.extra_pages;
+  if (s.max_pages) c.max_pages = s.max_pages;
+  if (s.max_sequences) c.max_sequences = s.max_sequences;
   f.pair = std::make_unique<CachePair>(f.plan, c);
   for (size_t i = 0; i < s.lengths.size(); ++i) f.seqs.push_back(f.pair->add());
   std::mt19937_64 rng(s.seed);
@@ -298,12 +300,13 @@ TEST_F(GpuAttention, NonFiniteHostQueryIsRefused) {
 TEST_F(GpuAttention, DecodeAfterArenaCompaction) {
   // One-token pages and many small sequences that grow and fork: page tables move in the
   // device arena until it is compacted; decode must keep reading the right tables.
+  // The arena holds 2 * 1000 + 16 * 8 entries; tables that double 16 -> 256 leave ranges behind.
   Case s;
   s.q_heads = 4, s.kv_heads = 2, s.head_dim = 64, s.page_size = 1, s.lengths = {3, 3, 3, 3};
-  s.extra_pages = 4096;  // 24 rounds of 7 tokens on up to 8 sequences, one-token pages
+  s.max_pages = 1000, s.max_sequences = 8;
   Filled f = fill(s);
   auto* dev = static_cast<cuda::CudaCache*>(f.pair->gpu().device_cache());
-  const uint64_t arena = dev->arena_capacity();
+  EXPECT_EQ(dev->arena_capacity(), 2128u);
   std::mt19937_64 rng(5);
   std::vector<uint64_t> seqs = f.seqs;
   for (int round = 0; round < 24; ++round) {
@@ -320,7 +323,7 @@ TEST_F(GpuAttention, DecodeAfterArenaCompaction) {
     }
   }
   f.pair->expect_identical("after compactions");
-  EXPECT_GE(dev->arena_capacity(), arena);
+  EXPECT_GT(dev->compactions(), 0u) << "the test no longer exercises compaction";
 }
 
 TEST_F(GpuAttention, Fp16TokensWaitForTheDecodeKernel) {

@@ -81,7 +81,10 @@ std::vector<float> values(std::mt19937_64& rng, size_t n, uint32_t row) {
 void run(const Spec& s) {
   SCOPED_TRACE(s.describe());
   const auto plan = plan_for(s);
-  CachePair pair(plan, config_for(s, 4096));
+  // Pages for every sequence (forks included) at its longest, and not many more: every
+  // comparison downloads the whole pool.
+  const uint64_t longest = uint64_t(s.rounds) * s.max_tokens / s.page_size + 2;
+  CachePair pair(plan, config_for(s, 64 + 2 * uint64_t(s.batch + s.rounds) * longest));
   if (s.force_exact) static_cast<cuda::CudaCache*>(pair.gpu().device_cache())->set_force_exact(true);
   std::mt19937_64 rng(s.seed * 7919);
   const uint32_t row = s.kv_heads * s.head_dim;
@@ -329,4 +332,35 @@ TEST_F(GpuCache, StreamIsHonoured) {
   f.pair->expect_identical("after appends on two streams");
   CUDA_OK(cudaStreamDestroy(s1));
   CUDA_OK(cudaStreamDestroy(s2));
+}
+
+TEST_F(GpuCache, CopyOnWriteBeforeAnotherSequenceWritesTheSharedPage) {
+  // src holds rows 0-9 of a page, its fork rows 0-4 of the same page. One call appends to both,
+  // src first: src copies its ten rows to a new page while the fork, now the page's only owner,
+  // writes rows 5.. in place. The copy must read the rows as they were (the CPU copies first).
+  Spec s;
+  s.head_dim = 64, s.kv_heads = 2, s.page_size = 16, s.window = 0;
+  const auto plan = plan_for(s);
+  CachePair pair(plan, config_for(s, 16));
+  const uint64_t src = pair.add();
+  std::mt19937_64 rng(4);
+  const uint32_t row = 128;
+  for (uint32_t l = 0; l < 2; ++l) {
+    const auto k = values(rng, 10 * row, row), v = values(rng, 10 * row, row);
+    ASSERT_EQ(pair.append(l, {src}, {10}, k, v, DType::f32, true).second.code, StatusCode::ok);
+  }
+  const uint64_t fork = pair.fork(src, 5);
+  for (int order = 0; order < 2; ++order) {
+    const std::vector<uint64_t> seqs = order == 0 ? std::vector<uint64_t>{src, fork} : std::vector<uint64_t>{fork, src};
+    for (uint32_t l = 0; l < 2; ++l) {
+      const auto k = values(rng, 6 * row, row), v = values(rng, 6 * row, row);
+      const auto [a, b] = pair.append(l, seqs, {3, 3}, k, v, DType::f16, true);
+      ASSERT_EQ(b.code, StatusCode::ok) << b.message;
+    }
+    pair.expect_identical(order == 0 ? "src first" : "fork first");
+    if (order == 0) {  // share a page again for the second order
+      pair.remove(fork);
+      ASSERT_EQ(pair.fork(src, 11), fork);
+    }
+  }
 }
