@@ -689,6 +689,8 @@ void validate(const ExtendParams& e) {
   if (!p.heads || !p.heads_host || !p.page_table || !p.table_offset || !p.seq_len || !p.q || !p.out ||
       !p.workspace || !e.q_len || !e.q_offset)
     fail(StatusCode::null_pointer, "extend_attention: a required pointer is null");
+  if (reinterpret_cast<uintptr_t>(p.out) % 8 != 0 || reinterpret_cast<uintptr_t>(p.workspace) % 256 != 0)
+    fail(StatusCode::invalid_argument, "extend_attention: out must be 8-byte and workspace 256-byte aligned");
   if (p.sink_tokens + uint64_t(p.window_tokens) > 0 && (!p.seq_qend || !p.fp16_blocks))
     fail(StatusCode::null_pointer, "extend_attention: sink/window tokens need seq_qend and fp16_blocks");
   if (!p.fp16_layer && (!p.centroids || !e.k_rotations || !e.k_rotation_offset || !e.k_slot_dim))
@@ -697,6 +699,7 @@ void validate(const ExtendParams& e) {
   for (uint32_t h = 0; h < p.n_kv_heads; ++h) {
     const DecodeHead& hd = p.heads_host[h];
     if (!hd.pool) fail(StatusCode::null_pointer, head_name(h) + "null pool");
+    if (reinterpret_cast<uintptr_t>(hd.pool) % 16 != 0) fail(StatusCode::invalid_argument, head_name(h) + "pool not 16-byte aligned");
     if (p.fp16_layer) {
       const size_t v_off = round16(2 * P * D);
       if (hd.n_k_groups != 0 || hd.k_code_bytes != 2 * D || hd.v_code_bytes != 2 * D || hd.v_codes != v_off ||

@@ -27,7 +27,8 @@ struct ExtendParams {
   //  - base.splits forces the number of context splits per query block (tests), 0 = automatic;
   //  - base.max_len (host) bounds seq_len and fixes the split count, as for decode.
   // fp16 sink / window tokens and fp16 layers are served (base.seq_qend, base.fp16_blocks,
-  // base.fp16_layer); fp16 rows (blocks and fp16-layer pages) must be 16-byte aligned.
+  // base.fp16_layer); fp16 rows (blocks and fp16-layer pages) must be 16-byte aligned, out
+  // 8-byte aligned, the workspace 256-byte aligned.
   DecodeParams base;
   const uint32_t* q_len = nullptr;     // device [n_seqs]: queries of sequence s (0 allowed)
   const uint32_t* q_offset = nullptr;  // device [n_seqs]: first query row of s = sum of q_len[< s]
@@ -55,7 +56,8 @@ size_t extend_workspace_bytes(const ExtendParams& p);
 
 // Enqueues the extend launches on `stream` (a cudaStream_t; null = default stream). Errors, all
 // raised before anything is enqueued: null_pointer (a required pointer), invalid_argument (shape
-// fields, head descriptors, q_dtype, q_rot set, total_q < max_q_len), unsupported (D > 256, GQA
+// fields, head descriptors, q_dtype, q_rot set, max_q_len outside [1, total_q], warps not 0/4/8,
+// misaligned out / workspace / pool), unsupported (D > 256, GQA
 // > 16, page size neither dividing nor a multiple of 64, shared memory too small), device_error.
 // n_seqs == 0 or total_q == 0 does nothing. Every row of out (and lse) is written; a query that
 // sees no token (q_len[s] > seq_len[s]) gets out = 0, lse = -inf.

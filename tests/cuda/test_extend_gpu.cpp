@@ -501,6 +501,10 @@ TEST_F(GpuExtend, BadParametersAreRefusedAndWriteNothing) {
   expect_code(StatusCode::invalid_argument, [](cuda::ExtendParams& p) { p.base.scale = -1.0f; }, "negative scale");
   expect_code(StatusCode::invalid_argument, [](cuda::ExtendParams& p) { p.base.n_q_heads = 5; }, "5 q heads / 2 kv");
   expect_code(StatusCode::invalid_argument, [](cuda::ExtendParams& p) { p.warps = 6; }, "6 warps");
+  expect_code(StatusCode::invalid_argument, [](cuda::ExtendParams& p) { p.base.out += 1; }, "out not 8-byte aligned");
+  expect_code(StatusCode::invalid_argument,
+              [](cuda::ExtendParams& p) { p.base.workspace = static_cast<uint8_t*>(p.base.workspace) + 16; },
+              "workspace not 256-byte aligned");
   expect_code(StatusCode::unsupported, [](cuda::ExtendParams& p) { p.base.n_q_heads = 64; }, "GQA 32");
   expect_code(StatusCode::unsupported, [](cuda::ExtendParams& p) { p.base.page_size = 48; }, "page size 48");
   expect_code(StatusCode::unsupported, [](cuda::ExtendParams& p) { p.base.head_dim = 264; }, "head_dim 264");
