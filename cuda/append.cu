@@ -88,9 +88,14 @@ void launch_encode(const AppendParams& p, cudaStream_t stream) {
   const uint32_t n_tiles = (p.n_tokens + TT - 1) / TT;
   const uint32_t checks = (p.rows + kCheckRows - 1) / kCheckRows;
   const size_t smem = p.fp16_layer ? 0 : enc_smem_bytes(TT, p.head_dim, p.max_cb);
-  if (smem > 48 * 1024)
+  // Raised once per size (never lowered); from 0, since without the attribute the dynamic limit
+  // is 48 KiB minus the kernel's static shared memory.
+  static std::atomic<size_t> raised{0};
+  if (smem > raised.load()) {
     check_cuda(cudaFuncSetAttribute(encode_kernel<TT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
                "append: cudaFuncSetAttribute");
+    raised.store(smem);
+  }
   if (uint64_t(n_tiles) + checks > 0x7FFFFFFFull) fail(StatusCode::unsupported, "append: too many rows for one launch");
   encode_kernel<TT><<<dim3(n_tiles + checks, p.n_heads), kThreads, smem, stream>>>(p, n_tiles);
   check_cuda(cudaGetLastError(), "append: encode launch");

@@ -34,7 +34,7 @@ __global__ void __launch_bounds__(kCtaThreads) decode_fp16_layer_kernel(KernelAr
 
 template <int GQ>
 void launch(const KernelArgs& a, uint32_t n_kv, uint32_t n_seqs, uint32_t smem, cudaStream_t stream) {
-  static std::atomic<uint32_t> raised{48u * 1024u};
+  static std::atomic<uint32_t> raised{0};  // 0: the default limit is 48 KiB minus static smem
   if (smem > raised.load()) {
     check(cudaFuncSetAttribute(decode_fp16_layer_kernel<GQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
           "cudaFuncSetAttribute(decode fp16 smem)");

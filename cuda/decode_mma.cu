@@ -511,7 +511,9 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
 // attribute, not a stream operation; launches and occupancy queries of several sizes interleave).
 template <int NT, int MD>
 void ensure_smem(uint32_t smem) {
-  static std::atomic<uint32_t> raised{48u * 1024u};
+  // Starts at 0, not 48 KiB: without the attribute the dynamic limit is 48 KiB minus the
+  // kernel's static shared memory (3.7 KiB here), so every size is set once explicitly.
+  static std::atomic<uint32_t> raised{0};
   static std::mutex mu;
   if (smem <= raised.load()) return;
   std::lock_guard<std::mutex> lock(mu);

@@ -271,7 +271,7 @@ __global__ void __launch_bounds__(kThreads) decode_scalar_kernel(KernelArgs a) {
 template <int GQ>
 void launch(const KernelArgs& a, uint32_t n_kv, uint32_t n_seqs, uint32_t smem, cudaStream_t stream) {
   // Raise the dynamic shared-memory limit once per size (a host-side attribute, not a stream op).
-  static std::atomic<uint32_t> raised{48u * 1024u};
+  static std::atomic<uint32_t> raised{0};  // 0: the default limit is 48 KiB minus static smem
   if (smem > raised.load()) {
     check(cudaFuncSetAttribute(decode_scalar_kernel<GQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
           "cudaFuncSetAttribute(decode smem)");

@@ -770,7 +770,8 @@ LaunchPlan make_plan(const ExtendParams& e) {
 
 template <int DP, int NW>
 void launch_main(const KernelArgs& a, dim3 grid, cudaStream_t stream) {
-  static std::atomic<uint32_t> raised{48u * 1024u};
+  // Starts at 0: without the attribute the dynamic limit is 48 KiB minus the static shared memory.
+  static std::atomic<uint32_t> raised{0};
   if (a.sm.total > raised.load()) {
     check(cudaFuncSetAttribute(extend_kernel<DP, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(a.sm.total)),
           "cudaFuncSetAttribute(extend smem)");
