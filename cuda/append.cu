@@ -25,6 +25,8 @@
 // is the code of fl((s - B) / n) when no boundary lies in [fl((s - B) / n), fl((s + B) / n)).
 #include <cuda_runtime.h>
 
+#include <atomic>
+
 #include "cuda/append.hpp"
 #include "cuda/append_body.cuh"
 #include "cuda/cuda_check.hpp"
