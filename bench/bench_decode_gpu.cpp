@@ -1,14 +1,19 @@
-// GPU fused decode attention (cuda/decode.hpp): one layer, all sequences and KV heads.
+// GPU fused decode attention (cuda/decode.hpp): one layer, all sequences and KV heads, both
+// kernels (scalar first version and tensor cores) on the same pools in the same process.
 //
 // Pools are filled on the device with random valid bytes (bench_decode_fill.cu): any byte
 // pattern is a valid code stream and the scales are random positive fp16 values, and the
-// decode cost does not depend on the values, so no CPU encoding is needed even at 128K x 32.
+// decode cost does not depend on the values, so no CPU encoding is needed even at 1M x 32.
 // Every page table is a random permutation of its pool (pages scattered as in a real cache).
+// Queries are passed unrotated (fp32 q): the decode launch rotates them, as in serving.
 // Timing: decode + merge captured in one CUDA graph; before every timed replay a 256 MiB memset
 // evicts L2 (50 MB on an H100), so each replay reads the cache from HBM as a real layer does.
 // Median of 50 replays after 10 warm-ups, CUDA events. The copy reference is a 1 GiB
 // device-to-device cudaMemcpy in the same process (bytes read + written).
-// Usage: bench_decode_gpu [--quick]   (--quick: batch 1 only)
+// Usage: bench_decode_gpu [--quick | --full]
+//   --quick (default, ~2 min on an H100): K3V3 at 4K-128K x batch 1/8/32 for the three shapes,
+//           K2V2/K4V4/uniform K3V3 at 128K x 1, and 512K / 1M at batch 1
+//   --full: every shape x layout x context (4K..1M) x batch (1, 8, 32) that fits in memory
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -28,6 +33,7 @@
 #include "cuda/encode.hpp"
 #include "kvbits/codebook.hpp"
 #include "kvbits/rotation.hpp"
+#include "kvbits/status.hpp"
 
 using namespace kvbits;
 
@@ -47,8 +53,14 @@ struct Shape {
   uint32_t q_heads, kv_heads, D;
 };
 
-// Block histograms over widths 1..8 (64 blocks, D = 128): average 2, 3 and 4 bits per dim.
-// K3 is the head of docs/cache-layout.md §8 (112 B per token with V3).
+// A head layout: Block-GTQ-like block histograms over widths 1..8 (64 blocks, D = 128; K3 is
+// the head of docs/cache-layout.md §8, 112 B per token with V3), or uniform (every block at
+// `bits`, one K group).
+struct LayoutSpec {
+  const char* name;
+  int bits;
+  bool uniform;
+};
 const int kHist[5][8] = {{}, {}, {24, 22, 12, 6}, {9, 15, 19, 11, 8, 2}, {4, 8, 12, 16, 12, 8, 4}};
 
 std::vector<std::vector<double>> codebooks() {
@@ -57,18 +69,22 @@ std::vector<std::vector<double>> codebooks() {
   return cb;
 }
 
-HeadQuantizers make_head(uint32_t D, int bits, uint64_t seed) {
+HeadQuantizers make_head(uint32_t D, const LayoutSpec& spec, uint64_t seed) {
   ModelShape s;
   s.n_layers = 1, s.n_q_heads = 1, s.n_kv_heads = 1, s.head_dim = D, s.rotary_dim = D;
   std::vector<uint8_t> block_bits;
-  for (int w = 0; w < 8; ++w)
-    for (int c = 0; c < kHist[bits][w]; ++c) block_bits.push_back(uint8_t(w + 1));
+  if (spec.uniform) {
+    block_bits.assign(D / 2, uint8_t(spec.bits));
+  } else {
+    for (int w = 0; w < 8; ++w)
+      for (int c = 0; c < kHist[spec.bits][w] * int(D) / 128; ++c) block_bits.push_back(uint8_t(w + 1));
+  }
   std::shuffle(block_bits.begin(), block_bits.end(), std::mt19937_64(seed));
   const HeadLayout lay = make_head_layout(s, block_bits);
   std::vector<std::vector<float>> rots;
   for (size_t g = 0; g < lay.groups.size(); ++g) rots.push_back(haar_rotation(lay.groups[g].dims, seed * 16 + g));
   const auto cb = codebooks();
-  return {make_key_quantizer(lay, rots, cb), make_value_quantizer(D, bits, haar_rotation(D, seed * 16 + 15), cb)};
+  return {make_key_quantizer(lay, rots, cb), make_value_quantizer(D, spec.bits, haar_rotation(D, seed * 16 + 15), cb)};
 }
 
 double copy_bandwidth_gbs() {
@@ -94,59 +110,21 @@ double copy_bandwidth_gbs() {
   std::sort(ms.begin(), ms.end());
   CK(cudaFree(a));
   CK(cudaFree(b));
+  CK(cudaEventDestroy(e0));
+  CK(cudaEventDestroy(e1));
   return 2.0 * double(bytes) / (ms[ms.size() / 2] * 1e6);
 }
 
-struct Result {
-  std::string shape, bits;
-  uint32_t ctx, batch, splits;
-  double us, bytes;
+struct Timing {
+  double us = 0;
+  uint32_t splits = 0;
 };
 
-Result run(const Shape& sh, int bits, uint32_t ctx, uint32_t batch, void* flush, size_t flush_bytes) {
-  const uint32_t P = 64, D = sh.D;
-  const uint64_t pages_per_seq = (ctx + P - 1) / P, n_pages = pages_per_seq * batch;
-  std::vector<HeadQuantizers> heads;
-  std::vector<const HeadQuantizers*> hq;
-  std::vector<PageLayout> layouts;
-  std::vector<cuda::DeviceBlock> pools;
-  std::vector<const uint8_t*> pool_ptrs;
-  heads.reserve(sh.kv_heads);
-  double bytes = 0;
-  for (uint32_t h = 0; h < sh.kv_heads; ++h) {
-    heads.push_back(make_head(D, bits, 100 + h));
-    layouts.push_back(cache_detail::quantized_page_layout(heads.back(), P));
-    pools.emplace_back(size_t(n_pages) * layouts.back().page_bytes);
-    pool_ptrs.push_back(pools.back().as<uint8_t>());
-    const PageLayout& l = layouts.back();
-    bytes += double(ctx) * batch * (l.k_code_bytes + 2.0 * l.n_k_scales + l.v_code_bytes + 2.0);
-  }
-  for (auto& h : heads) hq.push_back(&h);
-  cuda::DecodeTables tables(hq, layouts, pool_ptrs);
-  for (uint32_t h = 0; h < sh.kv_heads; ++h) bench::fill_pages_random(tables.host()[h], P, n_pages, 7 + h);
-
-  std::mt19937_64 rng(ctx * 31 + batch);
-  std::vector<uint32_t> table(n_pages), offsets(batch), lens(batch, ctx);
-  std::iota(table.begin(), table.end(), 0u);
-  std::shuffle(table.begin(), table.end(), rng);
-  for (uint32_t s = 0; s < batch; ++s) offsets[s] = uint32_t(s * pages_per_seq);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> q(size_t(batch) * sh.q_heads * D);
-  for (float& v : q) v = nd(rng);
-  cuda::DeviceBlock d_table(table.data(), table.size() * 4), d_off(offsets.data(), offsets.size() * 4),
-      d_len(lens.data(), lens.size() * 4), d_q(q.data(), q.size() * 4);
-
-  cuda::DecodeParams p;
-  p.n_seqs = batch, p.n_q_heads = sh.q_heads;
-  tables.fill(p);
-  p.page_size = P;
-  p.page_table = d_table.as<uint32_t>(), p.table_offset = d_off.as<uint32_t>(), p.seq_len = d_len.as<uint32_t>();
-  p.max_len = ctx;
-  p.q_rot = d_q.as<float>();
-  cuda::DeviceBlock out(size_t(batch) * sh.q_heads * D * 4), lse(size_t(batch) * sh.q_heads * 4),
-      ws(cuda::decode_workspace_bytes(p));
-  p.out = out.as<float>(), p.lse = lse.as<float>(), p.workspace = ws.get();
-
+// Median µs of decode + merge (one graph), L2 flushed before every replay.
+Timing time_variant(cuda::DecodeParams p, uint32_t variant, void* flush, size_t flush_bytes) {
+  p.variant = variant;
+  cuda::DeviceBlock ws(cuda::decode_workspace_bytes(p));
+  p.workspace = ws.get();
   cudaStream_t st;
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   cuda::decode_attention(p, st);  // first launch outside the capture (sets the smem attribute)
@@ -173,22 +151,103 @@ Result run(const Shape& sh, int bits, uint32_t ctx, uint32_t batch, void* flush,
     ms.push_back(t);
   }
   CK(cudaGetLastError());
-  // Sanity: the output is finite (random data, so no reference value).
-  std::vector<float> h_out(size_t(batch) * sh.q_heads * D);
-  CK(cudaMemcpy(h_out.data(), out.get(), h_out.size() * 4, cudaMemcpyDeviceToHost));
-  for (float v : h_out)
-    if (!std::isfinite(v)) {
-      std::fprintf(stderr, "non-finite output in %s ctx %u batch %u\n", sh.name, ctx, batch);
-      std::exit(1);
-    }
   std::sort(ms.begin(), ms.end());
   CK(cudaGraphExecDestroy(ge));
   CK(cudaGraphDestroy(g));
   CK(cudaEventDestroy(e0));
   CK(cudaEventDestroy(e1));
   CK(cudaStreamDestroy(st));
-  return {sh.name, "K" + std::to_string(bits) + "V" + std::to_string(bits) + " GTQ", ctx, batch,
-          cuda::decode_splits(p), ms[ms.size() / 2] * 1e3, bytes};
+  return {ms[ms.size() / 2] * 1e3, cuda::decode_splits(p)};
+}
+
+struct Result {
+  std::string shape, layout;
+  uint32_t ctx, batch;
+  Timing scalar, mma;
+  double bytes;
+  float max_diff;  // max |mma - scalar| / max |scalar| over the outputs
+  bool skipped;
+  double need_gb;
+};
+
+Result run(const Shape& sh, const LayoutSpec& spec, uint32_t ctx, uint32_t batch, void* flush, size_t flush_bytes) {
+  const uint32_t P = 64, D = sh.D;
+  const uint64_t pages_per_seq = (ctx + P - 1) / P, n_pages = pages_per_seq * batch;
+  Result res{sh.name, spec.name, ctx, batch, {}, {}, 0, 0, false, 0};
+  std::vector<HeadQuantizers> heads;
+  std::vector<const HeadQuantizers*> hq;
+  std::vector<PageLayout> layouts;
+  heads.reserve(sh.kv_heads);
+  size_t pool_bytes = 0;
+  for (uint32_t h = 0; h < sh.kv_heads; ++h) {
+    heads.push_back(make_head(D, spec, 100 + h));
+    layouts.push_back(cache_detail::quantized_page_layout(heads.back(), P));
+    const PageLayout& l = layouts.back();
+    pool_bytes += size_t(n_pages) * l.page_bytes;
+    res.bytes += double(ctx) * batch * (l.k_code_bytes + 2.0 * l.n_k_scales + l.v_code_bytes + 2.0);
+  }
+  size_t free_b = 0, total_b = 0;
+  CK(cudaMemGetInfo(&free_b, &total_b));
+  res.need_gb = double(pool_bytes) / 1e9;
+  if (pool_bytes + (size_t(1) << 30) > free_b) {
+    res.skipped = true;
+    return res;
+  }
+  std::vector<cuda::DeviceBlock> pools;
+  std::vector<const uint8_t*> pool_ptrs;
+  for (uint32_t h = 0; h < sh.kv_heads; ++h) {
+    pools.emplace_back(size_t(n_pages) * layouts[h].page_bytes);
+    pool_ptrs.push_back(pools.back().as<uint8_t>());
+  }
+  for (auto& h : heads) hq.push_back(&h);
+  cuda::DecodeTables tables(hq, layouts, pool_ptrs);
+  for (uint32_t h = 0; h < sh.kv_heads; ++h) bench::fill_pages_random(tables.host()[h], P, n_pages, 7 + h);
+
+  std::mt19937_64 rng(ctx * 31 + batch);
+  std::vector<uint32_t> table(n_pages), offsets(batch), lens(batch, ctx);
+  std::iota(table.begin(), table.end(), 0u);
+  std::shuffle(table.begin(), table.end(), rng);
+  for (uint32_t s = 0; s < batch; ++s) offsets[s] = uint32_t(s * pages_per_seq);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> q(size_t(batch) * sh.q_heads * D);
+  for (float& v : q) v = nd(rng);
+  cuda::DeviceBlock d_table(table.data(), table.size() * 4), d_off(offsets.data(), offsets.size() * 4),
+      d_len(lens.data(), lens.size() * 4), d_q(q.data(), q.size() * 4);
+
+  cuda::DecodeParams p;
+  p.n_seqs = batch, p.n_q_heads = sh.q_heads;
+  tables.fill(p);
+  p.page_size = P;
+  p.page_table = d_table.as<uint32_t>(), p.table_offset = d_off.as<uint32_t>(), p.seq_len = d_len.as<uint32_t>();
+  p.max_len = ctx;
+  p.q = d_q.get(), p.q_dtype = 0;
+  const size_t n_out = size_t(batch) * sh.q_heads * D;
+  cuda::DeviceBlock out_a(n_out * 4), out_b(n_out * 4), lse(size_t(batch) * sh.q_heads * 4);
+  p.lse = lse.as<float>();
+  try {
+    p.out = out_a.as<float>();
+    res.scalar = time_variant(p, cuda::kDecodeVariantScalar, flush, flush_bytes);
+    p.out = out_b.as<float>();
+    res.mma = time_variant(p, cuda::kDecodeVariantMma, flush, flush_bytes);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s %s ctx %u batch %u: %s\n", sh.name, spec.name, ctx, batch, e.what());
+    std::exit(1);
+  }
+  // Sanity: finite outputs and the two kernels agree (random data, no CPU reference here).
+  std::vector<float> a(n_out), b(n_out);
+  CK(cudaMemcpy(a.data(), out_a.get(), n_out * 4, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(b.data(), out_b.get(), n_out * 4, cudaMemcpyDeviceToHost));
+  float diff = 0, mag = 0;
+  for (size_t i = 0; i < n_out; ++i) {
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) {
+      std::fprintf(stderr, "non-finite output in %s %s ctx %u batch %u\n", sh.name, spec.name, ctx, batch);
+      std::exit(1);
+    }
+    diff = std::max(diff, std::fabs(a[i] - b[i]));
+    mag = std::max(mag, std::fabs(a[i]));
+  }
+  res.max_diff = mag > 0 ? diff / mag : diff;
+  return res;
 }
 
 }  // namespace
@@ -198,33 +257,53 @@ int main(int argc, char** argv) {
     std::printf("no CUDA device: skipped\n");
     return 0;
   }
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  const bool full = argc > 1 && std::strcmp(argv[1], "--full") == 0;
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+  std::printf("device: %s, %d SMs, L2 %d MB, %.1f GB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20,
+              double(prop.totalGlobalMem) / 1e9);
   const double copy_gbs = copy_bandwidth_gbs();
   std::printf("device-to-device copy: %.0f GB/s (bytes read + written, 1 GiB)\n", copy_gbs);
   const size_t flush_bytes = size_t(256) << 20;
   void* flush;
   CK(cudaMalloc(&flush, flush_bytes));
 
-  const Shape shapes[] = {{"Qwen2.5-3B 16/2/128", 16, 2, 128}, {"Llama-3.1-8B 32/8/128", 32, 8, 128}};
+  const Shape shapes[] = {{"Qwen2.5-3B 16/2/128", 16, 2, 128},
+                          {"Qwen2.5-7B 28/4/128", 28, 4, 128},
+                          {"Llama-3.1-8B 32/8/128", 32, 8, 128}};
+  const LayoutSpec k3{"K3V3 GTQ", 3, false};
+  const LayoutSpec layouts[] = {{"K2V2 GTQ", 2, false}, k3, {"K4V4 GTQ", 4, false}, {"K3V3 uniform", 3, true}};
+  const uint32_t K = 1024;
   std::vector<Result> res;
   for (const Shape& sh : shapes) {
-    for (uint32_t ctx : {4096u, 16384u, 65536u, 131072u})
-      for (uint32_t batch : {1u, 8u, 32u}) {
-        if (quick && batch > 1) continue;
-        res.push_back(run(sh, 3, ctx, batch, flush, flush_bytes));
-      }
-    for (int bits : {2, 4}) res.push_back(run(sh, bits, 131072, 1, flush, flush_bytes));
+    if (full) {
+      for (const LayoutSpec& l : layouts)
+        for (uint32_t ctx : {4 * K, 16 * K, 64 * K, 128 * K, 512 * K, 1024 * K})
+          for (uint32_t batch : {1u, 8u, 32u}) res.push_back(run(sh, l, ctx, batch, flush, flush_bytes));
+      continue;
+    }
+    for (uint32_t ctx : {4 * K, 16 * K, 64 * K, 128 * K})
+      for (uint32_t batch : {1u, 8u, 32u}) res.push_back(run(sh, k3, ctx, batch, flush, flush_bytes));
+    for (const LayoutSpec& l : layouts)
+      if (&l != &layouts[1]) res.push_back(run(sh, l, 128 * K, 1, flush, flush_bytes));
+    for (uint32_t ctx : {512 * K, 1024 * K}) res.push_back(run(sh, k3, ctx, 1, flush, flush_bytes));
   }
-  std::printf("\n| shape | bits | context | batch | splits | µs | packed MB read | GB/s | %% of copy | floor µs |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("\nµs per layer (decode + merge, one graph, L2 flushed). GB/s and %% of copy for the tensor-core kernel; "
+              "floor = packed bytes / copy bandwidth.\n\n");
+  std::printf("| shape | layout | context | batch | splits scalar / mma | µs scalar | µs mma | speed-up | packed MB "
+              "| GB/s | %% of copy | floor µs | max rel diff |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Result& r : res) {
-    const double gbs = r.bytes / (r.us * 1e3);
-    std::printf("| %s | %s | %uK | %u | %u | %.1f | %.1f | %.0f | %.0f %% | %.1f |\n", r.shape.c_str(), r.bits.c_str(),
-                r.ctx / 1024, r.batch, r.splits, r.us, r.bytes / 1e6, gbs, 100.0 * gbs / copy_gbs,
-                r.bytes / (copy_gbs * 1e3));
+    if (r.skipped) {
+      std::printf("| %s | %s | %uK | %u | skipped: pools need %.1f GB, more than the free memory | | | | | | | | |\n",
+                  r.shape.c_str(), r.layout.c_str(), r.ctx / 1024, r.batch, r.need_gb);
+      continue;
+    }
+    const double gbs = r.bytes / (r.mma.us * 1e3);
+    std::printf("| %s | %s | %uK | %u | %u / %u | %.1f | %.1f | %.2fx | %.1f | %.0f | %.0f %% | %.1f | %.1e |\n",
+                r.shape.c_str(), r.layout.c_str(), r.ctx / 1024, r.batch, r.scalar.splits, r.mma.splits, r.scalar.us,
+                r.mma.us, r.scalar.us / r.mma.us, r.bytes / 1e6, gbs, 100.0 * gbs / copy_gbs,
+                r.bytes / (copy_gbs * 1e3), r.max_diff);
   }
   CK(cudaFree(flush));
   return 0;

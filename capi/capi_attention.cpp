@@ -60,13 +60,13 @@ void kvb_attention_params_default(kvb_attention_params* params) {
 kvb_status kvb_attention_decode(kvb_cache* cache, uint32_t layer, const uint64_t* seqs, size_t n_seqs,
                                 const void* q, kvb_dtype q_dtype, float* out, float* lse,
                                 const kvb_attention_params* params, void* stream, kvb_error* err) {
-  (void)stream;  // the CPU backend runs synchronously; kvb_plan_supported refuses the others
   return guarded(cache ? &cache->ctx->errors : nullptr, err, [&] {
     if (!cache) null_arg("cache");
     if (!seqs) null_arg("seqs");
     if (!q) null_arg("q");
     if (!out) null_arg("out");
-    const kvbits::AttentionParams ap = to_params(params);
+    kvbits::AttentionParams ap = to_params(params);
+    ap.stream = stream;
     const kvbits::DType t = kvbits::capi::to_dtype(q_dtype, "q_dtype");
     check_queries(*cache->cache, layer, seqs, nullptr, n_seqs, t);
     kvbits::attention_decode(*cache->cache, layer, seqs, n_seqs, q, t, out, lse, ap);
@@ -76,14 +76,14 @@ kvb_status kvb_attention_decode(kvb_cache* cache, uint32_t layer, const uint64_t
 kvb_status kvb_attention_extend(kvb_cache* cache, uint32_t layer, const uint64_t* seqs, const uint32_t* q_len,
                                 size_t n_seqs, const void* q, kvb_dtype q_dtype, float* out, float* lse,
                                 const kvb_attention_params* params, void* stream, kvb_error* err) {
-  (void)stream;
   return guarded(cache ? &cache->ctx->errors : nullptr, err, [&] {
     if (!cache) null_arg("cache");
     if (!seqs) null_arg("seqs");
     if (!q_len) null_arg("q_len");
     if (!q) null_arg("q");
     if (!out) null_arg("out");
-    const kvbits::AttentionParams ap = to_params(params);
+    kvbits::AttentionParams ap = to_params(params);
+    ap.stream = stream;
     const kvbits::DType t = kvbits::capi::to_dtype(q_dtype, "q_dtype");
     check_queries(*cache->cache, layer, seqs, q_len, n_seqs, t);
     // Entries without queries own no rows of q, out or lse; the core refuses them, so drop them.

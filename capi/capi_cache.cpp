@@ -54,7 +54,6 @@ kvb_status kvb_cache_create(kvb_context* ctx, const kvb_plan* plan, const kvb_ca
     if (!params) null_arg("params");
     if (!out) null_arg("out");
     const kvbits::CacheConfig cfg = to_config(params, *plan->plan);
-    kvbits::capi::check_supported(*ctx->state, *plan->plan);
     auto cache = std::make_unique<kvb_cache>();
     cache->ctx = ctx->state;
     cache->cache = std::make_unique<kvbits::Cache>(plan->plan, ctx->state->context, cfg);
@@ -102,7 +101,6 @@ kvb_status kvb_cache_seq_length(const kvb_cache* cache, uint64_t seq, uint32_t l
 kvb_status kvb_cache_append(kvb_cache* cache, uint32_t layer, const uint64_t* seqs, const uint32_t* n_tokens,
                             size_t n_seqs, const void* k, const void* v, kvb_dtype dtype, void* stream,
                             kvb_error* err) {
-  (void)stream;  // the CPU backend runs synchronously; kvb_plan_supported refuses the others
   return guarded(cache ? &cache->ctx->errors : nullptr, err, [&] {
     if (!cache) null_arg("cache");
     if (!seqs) null_arg("seqs");
@@ -132,7 +130,7 @@ kvb_status kvb_cache_append(kvb_cache* cache, uint32_t layer, const uint64_t* se
     kvbits::capi::checked_mul(total, kvbits::capi::token_row_bytes(c, c.plan().shape.n_kv_heads, t),
                               "sum(n_tokens) * n_kv_heads * head_dim");
     if (busy_seqs.empty()) return;
-    cache->cache->append(layer, busy_seqs.data(), busy_tokens.data(), busy_seqs.size(), k, v, t);
+    cache->cache->append(layer, busy_seqs.data(), busy_tokens.data(), busy_seqs.size(), k, v, t, stream);
   });
 }
 

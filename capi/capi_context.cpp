@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "capi_handles.hpp"
+#include "context/device_context.hpp"
 #include "kvbits_config.h"
 
 using kvbits::capi::bad_arg;
@@ -40,14 +41,17 @@ kvbits::ContextConfig to_config(const kvb_context_params* params) {
 namespace kvbits::capi {
 
 void check_supported(const ContextState& ctx, const Plan& plan) {
-  (void)plan;  // every valid plan works on the CPU backend
-  // The paged cache and attention exist on the CPU backend only in this version; say so
-  // up front rather than fail (or run slowly) later.
+  // Every valid plan runs on the CPU backend. On CUDA, caches of every plan work; attention
+  // asks the GPU decode kernel what it serves (fp16 sink/window tokens and fp16 layers are
+  // being added to it), at the default page size.
   const Backend b = ctx.context.backend();
-  if (b != Backend::cpu)
-    fail(StatusCode::unsupported, std::string("caches and attention on the ") + backend_name(b) +
-                                      " backend are not implemented in kvbits " KVB_VERSION_STRING
-                                      "; use KVB_BACKEND_CPU");
+  if (b == Backend::cpu) return;
+  if (b == Backend::cuda && ctx.context.device_context()) {
+    ctx.context.device_context()->check_attention_support(plan, CacheConfig{}.page_size);
+    return;
+  }
+  fail(StatusCode::unsupported, std::string("caches and attention on the ") + backend_name(b) +
+                                    " backend are not implemented in kvbits " KVB_VERSION_STRING);
 }
 
 }  // namespace kvbits::capi

@@ -22,7 +22,8 @@ struct ContextState {
 
 ModelShape to_model_shape(const kvb_model_shape* shape);  // Error(null_pointer | invalid_argument)
 
-// What kvb_plan_supported answers: Error(unsupported) when caches of `plan` cannot run on ctx.
+// What kvb_plan_supported answers: Error(unsupported) when caches of `plan` cannot be created
+// and attended on ctx (on CUDA, what the GPU decode kernel does not serve yet).
 void check_supported(const ContextState& ctx, const Plan& plan);
 
 }  // namespace kvbits::capi

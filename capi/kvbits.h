@@ -29,6 +29,22 @@
  *     is KVB_ERR_INVALID_ARGUMENT (it is almost always a bookkeeping bug in the caller).
  *   - `void* stream` is a cudaStream_t for CUDA contexts (not owned; NULL = the default stream)
  *     and is ignored by the CPU backend. Calls return when the work is done (CPU) or enqueued.
+ *
+ * Where tensors live on a CUDA context (KVB_BACKEND_CUDA)
+ *   - k, v, q, out and lse may be device memory (cudaMalloc, managed) OR host memory: the
+ *     library tells them apart (cudaPointerGetAttributes). Host tensors are staged through the
+ *     context and the call then waits for its result, so a program written for the CPU backend
+ *     runs unchanged on the GPU. seqs, n_tokens and q_len are always host arrays.
+ *   - The cache (pages, fp16 sink/window rows) lives in device memory with the CPU backend's
+ *     byte layout; kvb_cache_read copies back to the host.
+ *   - kvb_cache_append checks K/V on the device and waits for that check once (all-or-nothing
+ *     needs its answer before anything changes), so it cannot be captured in a CUDA graph.
+ *     kvb_attention_decode with device tensors only enqueues work on `stream`, allocates
+ *     nothing and never waits: it can be captured, and a replay reads the cache's current
+ *     lengths, so one graph serves every decode step of a batch. Query values in device
+ *     memory are not checked (a non-finite query gives non-finite outputs).
+ *   - Calls on one context are ordered among themselves whatever streams they use (an event
+ *     chain); order your own work on those streams as usual. docs/c-api.md has the details.
  *   - A failed call leaves every object exactly as it was: nothing is half-appended, no sequence
  *     is half-removed, no output buffer is written.
  *
@@ -127,7 +143,7 @@ enum { KVB_DTYPE_F32 = 0, KVB_DTYPE_F16 = 1, KVB_DTYPE_BF16 = 2 };
 typedef int32_t kvb_backend;
 enum {
   KVB_BACKEND_CPU = 0,  /* the CPU reference backend */
-  KVB_BACKEND_CUDA = 1, /* one CUDA device */
+  KVB_BACKEND_CUDA = 1, /* one CUDA device: caches in device memory, GPU append and decode */
   KVB_BACKEND_AUTO = 2  /* CUDA if this build and machine have a device, else CPU */
 };
 
@@ -169,11 +185,13 @@ typedef struct kvb_context_params {
 /* Fills the defaults and sets struct_size. NULL is a no-op. */
 KVB_API void kvb_context_params_default(kvb_context_params* params);
 
-/* Creates a context. params may be NULL (all defaults).
+/* Creates a context. params may be NULL (all defaults: KVB_BACKEND_AUTO, so a machine with a
+ * GPU gets a CUDA context). A CUDA context opens `device`, keeps its properties and a launch
+ * workspace in device memory (1 MiB at first, grown by calls that need more).
  * Returns KVB_OK; KVB_ERR_NULL_POINTER (out NULL); KVB_ERR_INVALID_ARGUMENT (unknown backend,
- * negative device, n_threads > 1024, struct_size too small, reserved not zero);
- * KVB_ERR_UNSUPPORTED (CUDA asked for but this build or machine has none); KVB_ERR_DEVICE;
- * KVB_ERR_OUT_OF_MEMORY. On failure *out = NULL and nothing is left allocated. */
+ * negative or absent device, n_threads > 1024, struct_size too small, reserved not zero);
+ * KVB_ERR_UNSUPPORTED (CUDA asked for but this build or machine has none); KVB_ERR_DEVICE (the
+ * CUDA message); KVB_ERR_OUT_OF_MEMORY. On failure *out = NULL and nothing is left allocated. */
 KVB_API kvb_status kvb_context_create(const kvb_context_params* params, kvb_context** out, kvb_error* err);
 
 /* Drops the caller's reference; the context lives on while caches or calibrators made from it
@@ -259,6 +277,9 @@ KVB_API kvb_status kvb_plan_check_model(const kvb_plan* plan, const kvb_model_sh
 
 /* Capability query: can caches of this plan be created and attended on this context? Ask it
  * before building a runtime around a plan; kvbits never falls back to a slower path silently.
+ * On CUDA it asks the GPU decode kernel (default page size 64): plans with fp16 sink/window
+ * tokens or fp16 layers are refused until the kernel serves them (caches of them can still be
+ * created, appended and read).
  * Returns KVB_OK; KVB_ERR_UNSUPPORTED (the message says what is missing);
  * KVB_ERR_NULL_POINTER. */
 KVB_API kvb_status kvb_plan_supported(const kvb_context* ctx, const kvb_plan* plan, kvb_error* err);
@@ -352,8 +373,11 @@ KVB_API void kvb_cache_params_default(kvb_cache_params* params);
  * Returns KVB_OK; KVB_ERR_NULL_POINTER (ctx, plan, params or out); KVB_ERR_INVALID_ARGUMENT (a
  * parameter out of range, the message names it; struct_size too small; reserved not zero);
  * KVB_ERR_SHAPE_MISMATCH (params->model given and the plan was made for another shape);
- * KVB_ERR_UNSUPPORTED (see kvb_plan_supported); KVB_ERR_OUT_OF_MEMORY (the pool does not fit
- * in this machine's memory, or allocating it failed). On failure *out = NULL. */
+ * KVB_ERR_OUT_OF_MEMORY (the pool does not fit in this machine's (CUDA: the device's) memory,
+ * or allocating it failed); KVB_ERR_DEVICE. On failure *out = NULL.
+ * CUDA: the pool, the fp16 blocks and a device mirror of lengths and page tables (16 bytes per
+ * (sequence slot, layer) for max_sequences slots, plus a page-table arena of
+ * 2 * max_pages + 16 * max_sequences entries of 4 bytes) live in device memory. */
 KVB_API kvb_status kvb_cache_create(kvb_context* ctx, const kvb_plan* plan, const kvb_cache_params* params,
                                     kvb_cache** out, kvb_error* err);
 
@@ -391,7 +415,10 @@ KVB_API kvb_status kvb_cache_seq_length(const kvb_cache* cache, uint64_t seq, ui
  * KVB_ERR_INVALID_ARGUMENT (n_seqs 0 or over max_sequences, layer out of range, unknown dtype,
  * a sequence listed twice, a non-finite value); KVB_ERR_NOT_FOUND (unknown sequence);
  * KVB_ERR_CAPACITY_EXHAUSTED (the pool is full, or a sequence would exceed the most tokens the
- * cache can hold); KVB_ERR_DEVICE; KVB_ERR_OUT_OF_MEMORY. On failure the cache is unchanged. */
+ * cache can hold); KVB_ERR_DEVICE; KVB_ERR_OUT_OF_MEMORY; KVB_ERR_UNSUPPORTED (CUDA: `stream`
+ * is being captured into a graph). On failure the cache is unchanged.
+ * CUDA: k and v in device or host memory; codes and scales are bit-identical to the CPU
+ * backend's. The call waits once for its device-side value check (see the top of this file). */
 KVB_API kvb_status kvb_cache_append(kvb_cache* cache, uint32_t layer, const uint64_t* seqs,
                                     const uint32_t* n_tokens, size_t n_seqs, const void* k, const void* v,
                                     kvb_dtype dtype, void* stream, kvb_error* err);
@@ -440,8 +467,10 @@ KVB_API void kvb_attention_params_default(kvb_attention_params* params);
  * Returns KVB_OK; KVB_ERR_NULL_POINTER (cache, seqs, q or out); KVB_ERR_INVALID_ARGUMENT
  * (n_seqs 0 or over max_sequences, layer out of range, unknown dtype, a sequence with no tokens
  * in this layer, a non-finite query value, bad params); KVB_ERR_NOT_FOUND (unknown sequence);
- * KVB_ERR_OUT_OF_MEMORY; KVB_ERR_DEVICE.
- * On failure out and lse are not written. */
+ * KVB_ERR_OUT_OF_MEMORY; KVB_ERR_DEVICE; KVB_ERR_UNSUPPORTED (CUDA: what the GPU decode kernel
+ * does not serve yet, see kvb_plan_supported; host tensors while `stream` is being captured).
+ * On failure out and lse are not written.
+ * CUDA: results match the CPU backend to about 1e-6 relative (fp32 in a different order). */
 KVB_API kvb_status kvb_attention_decode(kvb_cache* cache, uint32_t layer, const uint64_t* seqs, size_t n_seqs,
                                         const void* q, kvb_dtype q_dtype, float* out, float* lse,
                                         const kvb_attention_params* params, void* stream, kvb_error* err);
@@ -453,6 +482,7 @@ KVB_API kvb_status kvb_attention_decode(kvb_cache* cache, uint32_t layer, const 
  *   out [sum(q_len), n_q_heads, head_dim] fp32;  lse [sum(q_len), n_q_heads] fp32 or NULL
  * Returns what kvb_attention_decode returns, plus KVB_ERR_NULL_POINTER for q_len and
  * KVB_ERR_INVALID_ARGUMENT when q_len[i] exceeds the sequence's length.
+ * CUDA: KVB_ERR_UNSUPPORTED until the GPU extend kernel lands.
  * On failure out and lse are not written. */
 KVB_API kvb_status kvb_attention_extend(kvb_cache* cache, uint32_t layer, const uint64_t* seqs,
                                         const uint32_t* q_len, size_t n_seqs, const void* q, kvb_dtype q_dtype,

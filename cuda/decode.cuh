@@ -41,14 +41,15 @@ __host__ __device__ inline SubTileLayout sub_tile_layout(uint32_t page_size, uin
   return s;
 }
 
-// Dynamic shared memory of one CTA, in bytes from the base:
+// Dynamic shared memory of one CTA of the scalar kernel, in bytes from the base:
 //   [0, stage_region)   `stages` stages of two sub-tiles; reused at the end for the split's
 //                       cross-slice reduction red[GQ][D]
 //   q'  [D][GQ] fp32, p [128][GQ] fp32, centroids [768] fp32,
-//   warp maxima [4][GQ], running max [2][GQ], correction [GQ], l [GQ]
+//   warp maxima [4][GQ], running max [2][GQ], correction [GQ], l [GQ],
+//   query staging [D][GQ] fp32 (hp-ordered raw queries while they are rotated)
 struct SmemPlan {
   uint32_t stage_stride, stages, stage_region;
-  uint32_t off_q, off_p, off_cent, off_wmax, off_mrun, off_corr, off_l, total;
+  uint32_t off_q, off_p, off_cent, off_wmax, off_mrun, off_corr, off_l, off_qstage, total;
 };
 
 __host__ __device__ inline SmemPlan smem_plan(uint32_t stage_stride, uint32_t stages, uint32_t D, uint32_t gq) {
@@ -64,7 +65,8 @@ __host__ __device__ inline SmemPlan smem_plan(uint32_t stage_stride, uint32_t st
   p.off_mrun = p.off_wmax + (kThreads / 32) * gq * 4;
   p.off_corr = p.off_mrun + 2 * gq * 4;
   p.off_l = p.off_corr + gq * 4;
-  p.total = round16(p.off_l + gq * 4);
+  p.off_qstage = round16(p.off_l + gq * 4);
+  p.total = p.off_qstage + D * gq * 4;
   return p;
 }
 

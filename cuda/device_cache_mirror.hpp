@@ -1,9 +1,10 @@
 // kvbits CUDA — device copies of what decode_attention reads, for tests and benchmarks.
 //
 // The GPU cache backend is a later step; until then a CPU kvbits::Cache is mirrored to the
-// device one layer at a time: page pools (the whole region of every KV head), page tables and
-// lengths, plus the per-head tables (group descriptors, centroids, V rotations). Everything is
-// copied synchronously when the mirror is built; the mirror does not follow later appends.
+// device one layer at a time: page pools (the whole region of every KV head), page tables,
+// lengths and qend, the fp16 sink/window block of every sequence, plus the per-head tables
+// (group descriptors, centroids, K and V rotations, hp slot order). Everything is copied
+// synchronously when the mirror is built; the mirror does not follow later appends.
 #pragma once
 
 #include <cstddef>
@@ -14,6 +15,7 @@
 #include "cuda/decode.hpp"
 #include "kvbits/cache.hpp"
 #include "kvbits/plan.hpp"
+#include "kvbits/types.hpp"
 
 namespace kvbits::cuda {
 
@@ -39,41 +41,53 @@ class DeviceBlock {
 };
 
 // DecodeHead descriptors of one layer from its quantizers and page layouts; pools[h] is the
-// device base of KV head h's page region. Owns the device centroids, V rotations and heads.
+// device base of KV head h's page region. Owns the device centroids, K and V rotations, slot
+// maps and heads.
 class DecodeTables {
  public:
   DecodeTables(const std::vector<const HeadQuantizers*>& quantizers, const std::vector<PageLayout>& layouts,
                const std::vector<const uint8_t*>& pools);
-  // Sets heads, heads_host, centroids, n_kv_heads and head_dim.
+  // A layer kept at 16 bits: fp16 page layouts, no tables.
+  static DecodeTables fp16(uint32_t head_dim, const std::vector<PageLayout>& layouts,
+                           const std::vector<const uint8_t*>& pools);
+  // Sets heads, heads_host, centroids, n_kv_heads, head_dim and fp16_layer.
   void fill(DecodeParams& p) const;
   const std::vector<DecodeHead>& host() const { return host_; }
 
  private:
+  DecodeTables() = default;
+  void upload_heads();
   std::vector<DecodeHead> host_;
-  DeviceBlock heads_, centroids_, rotations_;
+  DeviceBlock heads_, centroids_, rotations_, k_rotations_, slot_dims_;
   uint32_t head_dim_ = 0;
+  bool fp16_ = false;
 };
 
-// Layer `layer` of a CPU cache for the sequences `seqs` (that order is the batch order).
-// Error(unsupported) when the cache has sink or window tokens or the layer is kept in fp16
-// (decode_attention serves packed tokens only); Error(invalid_argument) for a bad layer or a
+// Layer `layer` of a CPU cache for the sequences `seqs` (that order is the batch order), fp16
+// sink/window tokens and fp16 layers included. Error(invalid_argument) for a bad layer or a
 // sequence without tokens in it; Error(not_found) for an unknown sequence.
 class DeviceCacheMirror {
  public:
   DeviceCacheMirror(const Cache& cache, uint32_t layer, const std::vector<uint64_t>& seqs);
 
-  // q [n_seqs][n_q_heads][D] fp32 (host) -> q' = R_g q per group in hp order, uploaded.
+  // q [n_seqs][n_q_heads][D] fp32 (host) -> q' = R_g q per group in hp order, uploaded; params()
+  // then passes q_rot. Error(unsupported) for an fp16 layer (it has no rotation).
   void set_queries(const float* q);
-  // Every input field of DecodeParams (not out, lse, workspace, scale, splits).
+  // q [n_seqs][n_q_heads][D] in `dtype` (host), uploaded as given; params() then passes q and
+  // q_dtype, and the decode launch rotates the queries itself.
+  void set_raw_queries(const void* q, DType dtype);
+  // Every input field of DecodeParams (not out, lse, workspace, scale, splits, variant).
   DecodeParams params() const;
   const std::vector<uint32_t>& lengths() const { return len_; }
 
  private:
   const Cache& cache_;
   uint32_t layer_;
-  std::vector<uint32_t> len_;
-  std::vector<DeviceBlock> pools_;
-  DeviceBlock table_, table_offset_, seq_len_, q_rot_;
+  std::vector<uint32_t> len_, qend_;
+  std::vector<DeviceBlock> pools_, fp16_blocks_;
+  DeviceBlock table_, table_offset_, seq_len_, seq_qend_, fp16_block_ptrs_, q_rot_, q_raw_;
+  DType q_dtype_ = DType::f32;
+  bool raw_ = false;
   std::vector<const HeadQuantizers*> quant_;
   std::unique_ptr<DecodeTables> tables_;
 };

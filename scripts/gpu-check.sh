@@ -2,7 +2,8 @@
 # GPU check in one command: device line, GPU tests, compute-sanitizer (memcheck + racecheck on a
 # small filter), benchmarks. Every log is teed into $OUT (default: ./gpu-check-out).
 # Usage: scripts/gpu-check.sh BIN_DIR      (default: this script's folder; BIN_DIR holds test_gpu_encode, test_gpu_decode,
-#                                           bench_encode_gpu, bench_decode_gpu)
+#                                           test_gpu_cache, test_gpu_attention, test_gpu_capi, test_gpu_extend,
+#                                           bench_encode_gpu, bench_decode_gpu, bench_append_gpu, bench_extend_gpu)
 # Exit status: number of failed steps (0 = all passed); every step runs regardless.
 set -u -o pipefail
 BIN=${1:-$(dirname "$0")}
@@ -24,11 +25,23 @@ step() {  # step NAME LOG CMD...: runs CMD, appends its output to $OUT/LOG, coun
 step device device.log nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader
 step test_gpu_encode tests.log "$BIN/test_gpu_encode" --gtest_output=xml:"$OUT/test_gpu_encode.xml"
 step test_gpu_decode tests.log "$BIN/test_gpu_decode" --gtest_output=xml:"$OUT/test_gpu_decode.xml"
+step test_gpu_cache tests.log "$BIN/test_gpu_cache" --gtest_output=xml:"$OUT/test_gpu_cache.xml"
+step test_gpu_attention tests.log "$BIN/test_gpu_attention" --gtest_output=xml:"$OUT/test_gpu_attention.xml"
+step test_gpu_capi tests.log "$BIN/test_gpu_capi" --gtest_output=xml:"$OUT/test_gpu_capi.xml"
+step test_gpu_extend tests.log "$BIN/test_gpu_extend" --gtest_output=xml:"$OUT/test_gpu_extend.xml"
 CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 step memcheck sanitizer.log "$CS" --tool memcheck --error-exitcode 1 "$BIN/test_gpu_decode" --gtest_filter='*Small*'
 step racecheck sanitizer.log "$CS" --tool racecheck --racecheck-report all --error-exitcode 1 "$BIN/test_gpu_decode" --gtest_filter='*Small*'
+step memcheck_extend sanitizer.log "$CS" --tool memcheck --error-exitcode 1 "$BIN/test_gpu_extend" --gtest_filter='*Small*'
+step racecheck_extend sanitizer.log "$CS" --tool racecheck --racecheck-report all --error-exitcode 1 "$BIN/test_gpu_extend" --gtest_filter='*Small*'
+step synccheck_extend sanitizer.log "$CS" --tool synccheck --error-exitcode 1 "$BIN/test_gpu_extend" --gtest_filter='*Small*'
 step memcheck_encode sanitizer.log "$CS" --tool memcheck --error-exitcode 1 "$BIN/test_gpu_encode"
+step memcheck_cache sanitizer.log "$CS" --tool memcheck --error-exitcode 1 "$BIN/test_gpu_cache" --gtest_filter='*Small*'
+step racecheck_cache sanitizer.log "$CS" --tool racecheck --racecheck-report all --error-exitcode 1 "$BIN/test_gpu_cache" --gtest_filter='*Small*'
+step memcheck_attention sanitizer.log "$CS" --tool memcheck --error-exitcode 1 "$BIN/test_gpu_attention" --gtest_filter='*Small*'
 step bench_encode_gpu bench.log "$BIN/bench_encode_gpu"
 step bench_decode_gpu bench.log "$BIN/bench_decode_gpu"
+step bench_append_gpu bench.log "$BIN/bench_append_gpu"
+step bench_extend_gpu bench.log "$BIN/bench_extend_gpu"
 echo "gpu-check: $failed failed step(s); logs in $OUT"
 exit "$failed"

@@ -24,6 +24,11 @@
 //
 // Thread safety: const member functions may run concurrently with each other; append, add,
 // remove and fork need exclusive access.
+//
+// On a CUDA context (docs/cache-layout.md §11) the pool, the fp16 blocks and everything
+// attention reads live in device memory with the same byte layout; page tables, lengths and
+// reference counts stay on the host. page_data() and SeqLayerView::fp16_base then hold device
+// addresses; SeqLayerView::pages stays a host array.
 #pragma once
 
 #include <cstddef>
@@ -36,6 +41,9 @@
 #include "kvbits/types.hpp"
 
 namespace kvbits {
+namespace cache_detail {
+class DeviceCache;
+}
 
 struct CacheConfig {
   uint32_t page_size = 64;     // tokens per page, 1..4096 (64: a decode tile; see docs)
@@ -122,8 +130,13 @@ class Cache {
   // held in fp16, a group norm too large for an fp16 scale; the message names the sequence,
   // token, head and dim); capacity_exhausted ("needs N new pages, M free", counting the
   // copies of shared pages about to be written); out_of_memory.
+  // CUDA context: k and v may be device or host memory; `stream` (a cudaStream_t, null = the
+  // default stream) orders the work; the call checks the values on the device and waits for
+  // that check (one small device-to-host read), so it cannot be captured in a CUDA graph
+  // (Error(unsupported) while capturing), plus device_error with the CUDA message. The CPU
+  // backend ignores `stream`.
   void append(uint32_t layer, const uint64_t* seqs, const uint32_t* n_tokens, size_t n_seqs, const void* k,
-              const void* v, DType dtype);
+              const void* v, DType dtype, void* stream = nullptr);
 
   // Reads tokens [pos, pos+n) of (seq, layer) back as fp32 [n, n_kv_heads, D]: dequantized
   // for packed tokens, exact for fp16 ones. Either output may be null; n may be 0.
@@ -132,12 +145,16 @@ class Cache {
 
   CacheStats stats() const;
 
-  // For attention backends.
+  // For attention backends (device addresses on a CUDA context, see above).
   SeqLayerView view(uint64_t seq, uint32_t layer) const;
   const uint8_t* page_data(uint32_t layer, uint32_t kv_head, uint32_t page) const;
+  // The device half on a CUDA context, null on the CPU backend (for kvbits' own GPU code).
+  cache_detail::DeviceCache* device_cache() const;
+
+  struct Impl;  // defined in src/cache/cache_impl.hpp; named here for the backends' code
+  Impl& impl() const { return *impl_; }  // kvbits' own backends and tests only
 
  private:
-  struct Impl;
   std::shared_ptr<const Plan> plan_;
   const Context* ctx_;
   CacheConfig cfg_;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 
 namespace kvbits {
 
@@ -18,13 +19,28 @@ struct ContextConfig {
 };
 
 class ThreadPool;
+namespace detail {
+class DeviceContext;  // the CUDA half of a context (src/context/device_context.hpp)
+}
+
+// What a CUDA context read off its device when it was created.
+struct DeviceProperties {
+  std::string name;
+  int compute_major = 0, compute_minor = 0;
+  int sm_count = 0;                    // multiprocessors
+  size_t shared_memory_per_block = 0;  // bytes a block may opt in to (cudaDevAttrMaxSharedMemoryPerBlockOptin)
+  size_t global_memory = 0;            // bytes
+};
 
 class Context {
  public:
-  // Error(unsupported) if CUDA is asked for and this build or machine has none. The CUDA
-  // backend arrives with the GPU issue: until then `automatic` resolves to the CPU and `cuda`
-  // is always refused. Error(invalid_argument) for n_threads > 1024 or an unknown backend;
-  // Error(out_of_memory) if the worker threads cannot be started.
+  // `automatic` resolves to CUDA (device cfg.device) when this build has CUDA and the machine
+  // a device, else to the CPU. Error(unsupported) if CUDA is asked for and this build or
+  // machine has none; Error(invalid_argument) for n_threads > 1024, an unknown backend or a
+  // device ordinal out of range; Error(device_error) with the CUDA message when the device
+  // cannot be used; Error(out_of_memory) if the worker threads cannot be started.
+  // A CUDA context also keeps CPU workers (read-back, quantizer set-up) and a launch workspace
+  // in device memory that grows on demand (docs/gpu-decode.md, "CUDA backend").
   explicit Context(const ContextConfig& cfg);
   ~Context();
   Context(const Context&) = delete;
@@ -33,6 +49,10 @@ class Context {
   Backend backend() const { return backend_; }
   int device() const { return device_; }  // -1 on the CPU backend
   uint32_t n_threads() const;
+  // Properties of the CUDA device; null on the CPU backend.
+  const DeviceProperties* device_properties() const;
+  // The CUDA half, for kvbits' own GPU code; null on the CPU backend.
+  detail::DeviceContext* device_context() const { return cuda_.get(); }
 
   // Runs fn(i) for i in [0, n) on the worker threads and waits. The first exception thrown by
   // any fn is rethrown here after all work has stopped.
@@ -47,6 +67,7 @@ class Context {
   Backend backend_;
   int device_;
   std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<detail::DeviceContext> cuda_;
 };
 
 }  // namespace kvbits

@@ -12,6 +12,7 @@
 #include "attention/attend_head.hpp"
 #include "attention/query_input.hpp"
 #include "attention/request.hpp"
+#include "cache/cache_device.hpp"
 #include "kvbits/status.hpp"
 
 namespace kvbits {
@@ -93,6 +94,10 @@ void attention_decode(const Cache& cache, uint32_t layer, const uint64_t* seqs, 
                       DType q_dtype, float* out, float* lse, const AttentionParams& params) {
   const Request req =
       attn::validate_request("attention_decode", true, cache, layer, seqs, nullptr, n_seqs, q, q_dtype, out, params);
+  if (cache_detail::DeviceCache* device = cache.device_cache()) {
+    if (n_seqs > 0) device->decode(layer, seqs, n_seqs, q, q_dtype, out, lse, req.scale, params.stream);
+    return;
+  }
   run(req, cache, q, q_dtype, out, lse);
 }
 
@@ -101,6 +106,10 @@ void attention_extend(const Cache& cache, uint32_t layer, const uint64_t* seqs, 
                       const AttentionParams& params) {
   const Request req =
       attn::validate_request("attention_extend", false, cache, layer, seqs, q_len, n_seqs, q, q_dtype, out, params);
+  if (cache_detail::DeviceCache* device = cache.device_cache()) {
+    if (n_seqs > 0) device->extend(layer, seqs, q_len, n_seqs, q, q_dtype, out, lse, req.scale, params.stream);
+    return;
+  }
   run(req, cache, q, q_dtype, out, lse);
 }
 

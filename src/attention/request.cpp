@@ -19,9 +19,10 @@ Request validate_request(const char* op, bool decode, const Cache& cache, uint32
                          const uint32_t* q_len, size_t n_seqs, const void* q, DType q_dtype, const float* out,
                          const AttentionParams& params) {
   const ModelShape& shape = cache.plan().shape;
-  if (cache.context().backend() != Backend::cpu)
+  const bool on_device = cache.context().backend() == Backend::cuda;
+  if (cache.context().backend() != Backend::cpu && !on_device)
     reject(StatusCode::unsupported, op, std::string("the ") + backend_name(cache.context().backend()) +
-                                            " backend has no attention in this build (CPU only)");
+                                            " backend has no attention in this build");
   if (layer >= shape.n_layers)
     reject(StatusCode::invalid_argument, op,
            "layer " + std::to_string(layer) + " out of range (the plan has " + std::to_string(shape.n_layers) + ")");
@@ -59,6 +60,8 @@ Request validate_request(const char* op, bool decode, const Cache& cache, uint32
     w.first_row = req.total_rows;
     req.total_rows += w.q_len;
   }
+  // On a CUDA cache q may be device memory: its values are the device backend's to check.
+  if (on_device) return req;
   const size_t n_values = req.total_rows * shape.n_q_heads * shape.head_dim;
   const size_t bad = first_non_finite(q, q_dtype, n_values);
   if (bad != n_values) {

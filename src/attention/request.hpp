@@ -27,7 +27,8 @@ struct Request {
 };
 
 // decode: one query per sequence (q_len is ignored). Throws Error(invalid_argument |
-// null_pointer | not_found | unsupported); out is only checked for null here.
+// null_pointer | not_found | unsupported); out is only checked for null here. On a CUDA cache
+// the query values are not read and `sources` stay empty (the device backend takes over).
 Request validate_request(const char* op, bool decode, const Cache& cache, uint32_t layer, const uint64_t* seqs,
                          const uint32_t* q_len, size_t n_seqs, const void* q, DType q_dtype, const float* out,
                          const AttentionParams& params);

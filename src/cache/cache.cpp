@@ -4,8 +4,10 @@
 #include <string>
 #include <utility>
 
+#include "cache_device.hpp"
 #include "cache_impl.hpp"
 #include "kvbits/status.hpp"
+#include "kvbits_config.h"
 
 namespace kvbits {
 namespace {
@@ -46,10 +48,22 @@ const Plan& checked_plan(const std::shared_ptr<const Plan>& plan) {
 }
 
 const Context& checked_context(const Context& ctx) {
-  if (ctx.backend() != Backend::cpu)
+  if (ctx.backend() != Backend::cpu && ctx.backend() != Backend::cuda)
     fail(StatusCode::unsupported, std::string("cache: no cache for the ") + backend_name(ctx.backend()) +
                                       " backend in this build");
   return ctx;
+}
+
+// The device half of a cache on a CUDA context: it owns the pool's device memory.
+std::unique_ptr<cache_detail::DeviceCache> device_half(Cache::Impl& impl, const std::vector<size_t>& region_bytes,
+                                                       uint64_t max_pages) {
+  if (impl.ctx.backend() != Backend::cuda) return nullptr;
+#if KVB_HAVE_CUDA
+  return cache_detail::make_device_cache(impl, PagePool::pool_bytes(region_bytes, max_pages));
+#else
+  (void)region_bytes, (void)max_pages;
+  fail(StatusCode::unsupported, "cache: this build has no CUDA backend");
+#endif
 }
 
 std::vector<std::unique_ptr<HeadQuantizers>> build_quantizers(const Plan& plan, const Context& ctx) {
@@ -95,8 +109,11 @@ Cache::Impl::Impl(const Plan& plan_in, const Context& ctx_in, const CacheConfig&
       window(window_in),
       quantizers(std::move(quantizers_in)),
       layouts(std::move(layouts_in)),
-      pool(region_bytes(layouts), cfg.max_pages),
+      device(device_half(*this, region_bytes(layouts), cfg.max_pages)),
+      pool(region_bytes(layouts), cfg.max_pages, device ? device->pool_base() : nullptr),
       seqs(cfg.max_sequences) {}
+
+Cache::Impl::~Impl() = default;
 
 Cache::Cache(std::shared_ptr<const Plan> plan, const Context& ctx, const CacheConfig& cfg)
     : plan_(std::move(plan)), ctx_(&checked_context(ctx)), cfg_(cfg) {
@@ -108,6 +125,7 @@ Cache::Cache(std::shared_ptr<const Plan> plan, const Context& ctx, const CacheCo
     auto quantizers = build_quantizers(p, *ctx_);
     auto layouts = build_layouts(p, quantizers, cfg_.page_size);
     impl_ = std::make_unique<Impl>(p, *ctx_, cfg_, sink_, window_, std::move(quantizers), std::move(layouts));
+    if (impl_->device) impl_->device->attach();
   } catch (const std::bad_alloc&) {
     fail(StatusCode::out_of_memory, "cache: out of memory building the quantizers and page tables");
   }
@@ -119,18 +137,6 @@ void Cache::Impl::check_layer(uint32_t layer, const char* what) const {
   if (layer >= n_layers)
     fail(StatusCode::invalid_argument, std::string("cache: ") + what + ": layer " + std::to_string(layer) +
                                            " out of range (" + std::to_string(n_layers) + " layers)");
-}
-
-uint16_t* Cache::Impl::sink_row(const cache_detail::SeqLayer& sl, bool v, uint32_t head, uint32_t t) const {
-  const size_t plane = size_t(n_heads) * sink * head_dim;
-  return sl.fp16.get() + (v ? plane : 0) + (size_t(head) * sink + t) * head_dim;
-}
-
-uint16_t* Cache::Impl::ring_row(const cache_detail::SeqLayer& sl, bool v, uint32_t head, uint32_t t) const {
-  const size_t sink_planes = size_t(2) * n_heads * sink * head_dim;
-  const size_t plane = size_t(n_heads) * window * head_dim;
-  const size_t row = (t - sink) % window;
-  return sl.fp16.get() + sink_planes + (v ? plane : 0) + (size_t(head) * window + row) * head_dim;
 }
 
 const PageLayout& Cache::page_layout(uint32_t layer, uint32_t kv_head) const {
@@ -176,11 +182,11 @@ bool Cache::has_sequence(uint64_t seq) const { return impl_->seqs.find(seq) != n
 std::vector<uint64_t> Cache::sequences() const { return impl_->seqs.ids(); }
 
 void Cache::append(uint32_t layer, const uint64_t* seqs, const uint32_t* n_tokens, size_t n_seqs, const void* k,
-                   const void* v, DType dtype) {
+                   const void* v, DType dtype, void* stream) {
   // Every allocation of an append happens before its commit, so running out of memory
   // leaves the cache unchanged too.
   try {
-    impl_->append(layer, seqs, n_tokens, n_seqs, k, v, dtype);
+    impl_->append(layer, seqs, n_tokens, n_seqs, k, v, dtype, stream);
   } catch (const std::bad_alloc&) {
     fail(StatusCode::out_of_memory, "cache: append: out of memory; nothing was appended");
   }
@@ -228,6 +234,8 @@ SeqLayerView Cache::view(uint64_t seq, uint32_t layer) const {
   v.n_kv_heads = impl_->n_heads;
   return v;
 }
+
+cache_detail::DeviceCache* Cache::device_cache() const { return impl_->device.get(); }
 
 const uint8_t* Cache::page_data(uint32_t layer, uint32_t kv_head, uint32_t page) const {
   page_layout(layer, kv_head);  // range checks

@@ -1,21 +1,18 @@
-// Cache::append: validate everything, plan the pages, encode into a staging area, and only
-// then change the cache (all-or-nothing).
+// Cache::append on the CPU backend: plan (append_plan.hpp), validate the values, encode into
+// a staging area, and only then change the cache (all-or-nothing). Caches on a CUDA context
+// hand the plan to their device half instead (cuda/device_cache.cpp).
 //
-// Where token t of a layer goes (S sink tokens, W window tokens, see cache.hpp):
-//   t < S                fp16 sink row t
-//   S <= t < qend        packed page row
-//   qend <= t < len      fp16 ring row (t - S) % W
-// After the append qend = max(old qend, S, len - W): the oldest ring tokens, and new tokens
-// that would not fit the ring, are packed. With a window (W > 0) every non-sink token is
-// encoded from its fp16 value, whether it passed through the ring or not, so the packed bytes
-// do not depend on how the tokens were split into append calls.
+// With a window (W > 0) every non-sink token is encoded from its fp16 value, whether it passed
+// through the ring or not, so the packed bytes do not depend on how the tokens were split into
+// append calls.
 #include <algorithm>
 #include <cstring>
 #include <functional>
 #include <string>
-#include <unordered_map>
 #include <utility>
 
+#include "append_plan.hpp"
+#include "cache_device.hpp"
 #include "cache_impl.hpp"
 #include "input_rows.hpp"
 #include "kvbits/half.hpp"
@@ -24,34 +21,15 @@
 namespace kvbits {
 namespace {
 
-using cache_detail::Sequence;
+using cache_detail::AppendPlan;
+using cache_detail::PackedToken;
+using cache_detail::SeqAppend;
 using cache_detail::SeqLayer;
 using cache_detail::ValueProblem;
 
-constexpr uint64_t kMaxSequenceTokens = 0xFFFFFFFFull;  // positions are uint32
 constexpr uint32_t kMaxDim = 1024;                      // as ModelShape
 
-[[noreturn]] void bad(StatusCode code, const std::string& message) {
-  fail(code, "cache: append: " + message + "; nothing was appended");
-}
-
-// What one sequence of the call will become.
-struct SeqAppend {
-  Sequence* seq = nullptr;
-  uint64_t id = 0;
-  size_t first_row = 0;  // row of its first token in k and v (a row = n_kv_heads * D values)
-  uint32_t len0 = 0, qend0 = 0, len1 = 0, qend1 = 0;
-  uint32_t qstart = 0;       // tokens [qstart, qend1) get packed by this call
-  size_t first_packed = 0;   // index of its first packed token in the call's list
-  std::unique_ptr<uint16_t[]> new_block;  // the fp16 block, when the layer has none yet
-  uint32_t n_packed() const { return qend1 > qstart ? qend1 - qstart : 0; }
-};
-
-// One token packed by this call.
-struct PackedToken {
-  uint32_t entry;  // index into the call's SeqAppend list
-  uint32_t t;      // position in the sequence
-};
+[[noreturn]] void bad(StatusCode code, const std::string& message) { cache_detail::append_error(code, message); }
 
 // The first bad input value of a row, if any.
 struct RowProblem {
@@ -71,58 +49,19 @@ struct Staging {
 }  // namespace
 
 void Cache::Impl::append(uint32_t layer, const uint64_t* seq_ids, const uint32_t* n_tokens, size_t n_seqs,
-                         const void* k, const void* v, DType dtype) {
-  // ---- 1. the call's structure ----
-  check_layer(layer, "append");
-  if (seq_ids == nullptr) fail(StatusCode::null_pointer, "cache: append: seqs is null");
-  if (n_tokens == nullptr) fail(StatusCode::null_pointer, "cache: append: n_tokens is null");
-  if (k == nullptr) fail(StatusCode::null_pointer, "cache: append: k is null");
-  if (v == nullptr) fail(StatusCode::null_pointer, "cache: append: v is null");
-  if (n_seqs == 0) bad(StatusCode::invalid_argument, "no sequences given (n_seqs = 0)");
-  if (dtype != DType::f32 && dtype != DType::f16 && dtype != DType::bf16)
-    bad(StatusCode::invalid_argument, "unknown dtype " + std::to_string(int(dtype)));
-
-  const bool layer_fp16 = fp16_layer(layer);
+                         const void* k, const void* v, DType dtype, void* stream) {
+  // ---- 1. the call's structure, positions and pages ----
+  AppendPlan ap = cache_detail::plan_append(*this, layer, seq_ids, n_tokens, n_seqs, k, v, dtype);
+  if (device) {
+    device->append(ap, k, v, stream);
+    return;
+  }
+  std::vector<SeqAppend>& plan = ap.entries;
+  const bool layer_fp16 = ap.layer_fp16;
   const size_t row_elems = size_t(n_heads) * head_dim;
-  {
-    std::vector<std::pair<uint64_t, size_t>> sorted(n_seqs);
-    for (size_t i = 0; i < n_seqs; ++i) sorted[i] = {seq_ids[i], i};
-    std::sort(sorted.begin(), sorted.end());
-    for (size_t i = 1; i < n_seqs; ++i)
-      if (sorted[i].first == sorted[i - 1].first)
-        bad(StatusCode::invalid_argument, "sequence " + std::to_string(sorted[i].first) + " appears twice (entries " +
-                                              std::to_string(sorted[i - 1].second) + " and " +
-                                              std::to_string(sorted[i].second) + ")");
-  }
-  std::vector<SeqAppend> plan(n_seqs);
-  size_t rows = 0, n_packed = 0;
-  for (size_t i = 0; i < n_seqs; ++i) {
-    SeqAppend& p = plan[i];
-    p.id = seq_ids[i];
-    p.seq = seqs.find(p.id);
-    if (p.seq == nullptr)
-      bad(StatusCode::not_found, "no sequence with id " + std::to_string(p.id) + " (entry " + std::to_string(i) + ")");
-    if (n_tokens[i] == 0)
-      bad(StatusCode::invalid_argument,
-          "n_tokens[" + std::to_string(i) + "] is 0 (sequence " + std::to_string(p.id) + ")");
-    const SeqLayer& sl = p.seq->layers[layer];
-    if (uint64_t(sl.len) + n_tokens[i] > kMaxSequenceTokens)
-      bad(StatusCode::invalid_argument, "sequence " + std::to_string(p.id) + " would exceed 2^32 - 1 tokens");
-    p.first_row = rows;
-    rows += n_tokens[i];
-    p.len0 = sl.len;
-    p.qend0 = sl.qend;
-    p.len1 = sl.len + n_tokens[i];
-    const uint32_t oldest_in_window = p.len1 > window ? p.len1 - window : 0;
-    p.qend1 = p.len1 <= sink ? p.len1 : std::max({p.qend0, sink, oldest_in_window});
-    p.qstart = std::max(p.qend0, sink);
-    p.first_packed = n_packed;
-    n_packed += p.n_packed();
-  }
-  std::vector<uint32_t> row_entry(rows);  // row -> index into plan
-  for (size_t i = 0; i < n_seqs; ++i)
-    std::fill_n(row_entry.begin() + std::ptrdiff_t(plan[i].first_row), n_tokens[i], uint32_t(i));
-  auto row_token = [&](size_t r) { return plan[row_entry[r]].len0 + uint32_t(r - plan[row_entry[r]].first_row); };
+  const size_t rows = ap.rows, n_packed = ap.packed.size();
+  const std::vector<uint32_t>& row_entry = ap.row_entry;
+  auto row_token = [&](size_t r) { return ap.row_token(r); };
 
   // ---- 2. the values: finite, and within fp16 range wherever they will be held in fp16 ----
   const auto held_in_fp16 = [&](uint32_t t) { return t < sink || window > 0 || layer_fp16; };
@@ -155,33 +94,14 @@ void Cache::Impl::append(uint32_t layer, const uint64_t* seq_ids, const uint32_t
   }
 
   // ---- 3. pages: new ones and copies of shared ones about to be written ----
-  {
-    uint64_t needed = 0;
-    std::unordered_map<uint32_t, uint32_t> released;  // shared pages given up by earlier entries
-    for (SeqAppend& p : plan) {
-      if (p.n_packed() == 0) continue;
-      const std::vector<uint32_t>& pages = p.seq->pages;
-      for (size_t idx = page_index(p.qstart); idx < pages_for(p.qend1); ++idx) {
-        if (idx >= pages.size()) {
-          ++needed;
-        } else if (pool.refcount(pages[idx]) - released[pages[idx]] > 1) {
-          ++needed;  // copy on write
-          ++released[pages[idx]];
-        }
-      }
-    }
-    if (needed > pool.free_pages())
-      bad(StatusCode::capacity_exhausted, "layer " + std::to_string(layer) + " needs " + std::to_string(needed) +
-                                              " new pages, " + std::to_string(pool.free_pages()) + " free (pool of " +
-                                              std::to_string(pool.max_pages()) + " pages)");
-  }
+  if (!ap.pages_fit) cache_detail::capacity_error(*this, ap);
 
   // ---- 4. memory this call needs (page tables, fp16 blocks, staging) ----
   Staging st;
   try {
     for (SeqAppend& p : plan) {
       p.seq->pages.reserve(std::max(p.seq->pages.size(), pages_for(p.qend1)));
-      if (sink + window > 0 && !p.seq->layers[layer].fp16) p.new_block.reset(new uint16_t[fp16_block_elems()]());
+      if (sink + window > 0 && !p.seq->layers[layer].fp16) p.new_block = cache_detail::host_fp16_block(fp16_block_elems());
     }
     if (!layer_fp16) {
       for (uint32_t h = 0; h < n_heads; ++h) {
@@ -198,9 +118,7 @@ void Cache::Impl::append(uint32_t layer, const uint64_t* seq_ids, const uint32_t
 
   // The fp32 value of K or V of packed token t, head h, as it is to be encoded: from the ring
   // (t < len0, exact fp16), else from the input (rounded through fp16 when there is a window).
-  std::vector<PackedToken> packed(n_packed);
-  for (size_t i = 0; i < n_seqs; ++i)
-    for (uint32_t j = 0; j < plan[i].n_packed(); ++j) packed[plan[i].first_packed + j] = {uint32_t(i), plan[i].qstart + j};
+  const std::vector<PackedToken>& packed = ap.packed;
   auto packed_source = [&](const SeqAppend& p, uint32_t t, uint32_t h, bool is_v, float* x) {
     if (t < p.len0) {
       const uint16_t* ring = ring_row(p.seq->layers[layer], is_v, h, t);
@@ -282,15 +200,12 @@ void Cache::Impl::append(uint32_t layer, const uint64_t* seq_ids, const uint32_t
           out[d] = float_to_half(cache_detail::load_value(is_v ? v : k, first + d, dtype));
       }
   };
-  for (SeqAppend& p : plan) {
+  for (SeqAppend& p : plan)
     if (p.new_block) p.seq->layers[layer].fp16 = std::move(p.new_block);
-    if (p.n_packed() == 0) continue;
-    std::vector<uint32_t>& pages = p.seq->pages;
-    for (size_t idx = page_index(p.qstart); idx < pages_for(p.qend1); ++idx) {
-      if (idx >= pages.size()) pages.push_back(pool.allocate());  // capacity reserved in step 4
-      else if (pool.refcount(pages[idx]) > 1) copy_on_write(*p.seq, idx);
-    }
-  }
+  // Page-table capacity was reserved in step 4, so the pushes cannot throw.
+  cache_detail::commit_page_steps(*this, ap, [&](const cache_detail::PageStep& s) {
+    copy_page_rows(*plan[s.entry].seq, s.index, s.old_page, s.page);
+  });
   ctx.parallel_for(n_packed * n_heads, write_page_rows);
   if (sink + window > 0) ctx.parallel_for(rows, write_fp16_rows);
   for (SeqAppend& p : plan) {

@@ -12,10 +12,14 @@
 #include "sequence_table.hpp"
 
 namespace kvbits {
+namespace cache_detail {
+class DeviceCache;
+}
 
 struct Cache::Impl {
   Impl(const Plan& plan, const Context& ctx, const CacheConfig& cfg, uint32_t sink, uint32_t window,
        std::vector<std::unique_ptr<HeadQuantizers>> quantizers, std::vector<PageLayout> layouts);
+  ~Impl();
 
   const Plan& plan;
   const Context& ctx;
@@ -23,6 +27,9 @@ struct Cache::Impl {
   const uint32_t sink, window;  // S and W
   std::vector<std::unique_ptr<HeadQuantizers>> quantizers;  // [layer][head]; null for fp16 layers
   std::vector<PageLayout> layouts;                          // [layer][head]
+  // The device half on a CUDA context (null on the CPU): owns the pool's device memory, so it
+  // is built before `pool` and destroyed after everything that points into it.
+  std::unique_ptr<cache_detail::DeviceCache> device;
   cache_detail::PagePool pool;                              // region = layer * n_heads + head
   cache_detail::SequenceTable seqs;
 
@@ -30,8 +37,20 @@ struct Cache::Impl {
   bool fp16_layer(uint32_t layer) const { return layouts[slot(layer, 0)].fp16; }
   // fp16 values in one (sequence, layer) sink/window block: 2 * H * (S + W) * D.
   size_t fp16_block_elems() const { return size_t(2) * n_heads * (size_t(sink) + window) * head_dim; }
-  uint16_t* sink_row(const cache_detail::SeqLayer& sl, bool v, uint32_t head, uint32_t t) const;
-  uint16_t* ring_row(const cache_detail::SeqLayer& sl, bool v, uint32_t head, uint32_t t) const;
+  uint16_t* sink_row(const cache_detail::SeqLayer& sl, bool v, uint32_t head, uint32_t t) const {
+    return sl.fp16.get() + sink_offset(v, head, t);
+  }
+  uint16_t* ring_row(const cache_detail::SeqLayer& sl, bool v, uint32_t head, uint32_t t) const {
+    return sl.fp16.get() + ring_offset(v, head, t);
+  }
+  // Offsets (in fp16 values) of those rows inside a block (docs/cache-layout.md §10.4).
+  size_t sink_offset(bool v, uint32_t head, uint32_t t) const {
+    return (v ? size_t(n_heads) * sink * head_dim : 0) + (size_t(head) * sink + t) * head_dim;
+  }
+  size_t ring_offset(bool v, uint32_t head, uint32_t t) const {
+    return size_t(2) * n_heads * sink * head_dim + (v ? size_t(n_heads) * window * head_dim : 0) +
+           (size_t(head) * window + (t - sink) % window) * head_dim;
+  }
   // Page table index and row of packed token t (t >= sink).
   uint32_t page_index(uint32_t t) const { return (t - sink) / page_size; }
   uint32_t page_row(uint32_t t) const { return (t - sink) % page_size; }
@@ -41,13 +60,14 @@ struct Cache::Impl {
   void check_layer(uint32_t layer, const char* what) const;
 
   void append(uint32_t layer, const uint64_t* seq_ids, const uint32_t* n_tokens, size_t n_seqs, const void* k,
-              const void* v, DType dtype);
+              const void* v, DType dtype, void* stream);
   void read(uint64_t seq, uint32_t layer, uint32_t pos, uint32_t n, float* k, float* v) const;
   uint64_t fork(uint64_t src, uint32_t prefix_len);
   void remove(uint64_t seq);
-  // Replaces a shared page of `seq` at page-table index `index` by a private copy holding
-  // the rows of every layer that this sequence uses. A free page must be available.
-  void copy_on_write(cache_detail::Sequence& seq, size_t index) noexcept;
+  // Rows of page-table entry `index` that `seq` holds in `layer` (what copy-on-write copies).
+  uint32_t held_rows(const cache_detail::Sequence& seq, size_t index, uint32_t layer) const;
+  // Copy-on-write, host memory: copies those rows of every layer from page `from` to `to`.
+  void copy_page_rows(const cache_detail::Sequence& seq, size_t index, uint32_t from, uint32_t to) noexcept;
 };
 
 }  // namespace kvbits

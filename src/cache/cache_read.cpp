@@ -1,6 +1,7 @@
 // Cache::read: tokens back as fp32, dequantized (TqQuantizer::decode) or exact from fp16.
 #include <string>
 
+#include "cache_device.hpp"
 #include "cache_impl.hpp"
 #include "kvbits/half.hpp"
 #include "kvbits/status.hpp"
@@ -17,6 +18,20 @@ void Cache::Impl::read(uint64_t id, uint32_t layer, uint32_t pos, uint32_t n, fl
                                            " layer " + std::to_string(layer) + " exceed its length " +
                                            std::to_string(sl.len));
   if (k == nullptr && v == nullptr) return;
+  // Where the bytes are read from: the cache itself, or host copies of the device bytes.
+  cache_detail::HostCopy copy;
+  const uint16_t* block = sl.fp16.get();
+  if (device) {
+    device->download(seq, layer, pos, n, copy);
+    block = copy.fp16.empty() ? nullptr : copy.fp16.data();
+  }
+  auto page_bytes = [&](uint32_t h, uint32_t page) -> const uint8_t* {
+    const size_t r = slot(layer, h);
+    if (!device) return pool.page(r, page);
+    size_t offset = 0;  // HostCopy holds a page's heads back to back
+    for (uint32_t i = 0; i < h; ++i) offset += layouts[slot(layer, i)].page_bytes;
+    return copy.pages.at(page).data() + offset;
+  };
   const bool layer_fp16 = fp16_layer(layer);
   ctx.parallel_for(size_t(n) * n_heads, [&](size_t item) {
     const uint32_t t = pos + uint32_t(item / n_heads), h = uint32_t(item % n_heads);
@@ -27,13 +42,15 @@ void Cache::Impl::read(uint64_t id, uint32_t layer, uint32_t pos, uint32_t n, fl
       out += item * head_dim;
       const uint16_t* fp16_row = nullptr;
       if (t < sink) {
-        fp16_row = sink_row(sl, is_v, h, t);
+        fp16_row = block + sink_offset(is_v, h, t);
       } else if (t >= sl.qend) {
-        fp16_row = ring_row(sl, is_v, h, t);
+        fp16_row = block + ring_offset(is_v, h, t);
       } else {
         const size_t r = slot(layer, h);
         const PageLayout& l = layouts[r];
-        const cache_detail::RowPtrs row = cache_detail::row_ptrs(l, pool.page(r, seq.pages[page_index(t)]), page_row(t));
+        // row_ptrs only computes addresses: the bytes are read, never written.
+        const cache_detail::RowPtrs row = cache_detail::row_ptrs(
+            l, const_cast<uint8_t*>(page_bytes(h, seq.pages[page_index(t)])), page_row(t));
         if (layer_fp16) {
           fp16_row = reinterpret_cast<const uint16_t*>(is_v ? row.v_codes : row.k_codes);
         } else {

@@ -4,6 +4,7 @@
 #include <string>
 #include <utility>
 
+#include "cache_device.hpp"
 #include "cache_impl.hpp"
 #include "kvbits/status.hpp"
 
@@ -14,8 +15,12 @@ using cache_detail::SeqLayer;
 
 void Cache::Impl::remove(uint64_t id) {
   seqs.get(id);  // Error(not_found)
+  std::vector<uint32_t> freed;
+  if (device) freed.reserve(seqs.get(id).pages.size());  // before anything changes: may throw
   std::unique_ptr<Sequence> seq = seqs.take(id);
-  for (uint32_t page : seq->pages) pool.release(page);
+  for (uint32_t page : seq->pages)
+    if (pool.release(page) && device) freed.push_back(page);
+  if (device) device->removed(id, freed);
 }
 
 uint64_t Cache::Impl::fork(uint64_t src_id, uint32_t prefix_len) {
@@ -39,18 +44,25 @@ uint64_t Cache::Impl::fork(uint64_t src_id, uint32_t prefix_len) {
       to.qend = std::min(from.qend, prefix_len);
       shared_pages = std::max(shared_pages, pages_for(to.qend));
       if (prefix_len == 0 || !from.fp16) continue;
-      to.fp16.reset(new uint16_t[fp16_block_elems()]());
+      const uint32_t sink_rows = std::min(prefix_len, sink), ring_first = std::max(to.qend, sink);
+      if (device) {
+        to.fp16 = device->new_fp16_block();
+        device->copy_fork_rows(to.fp16.get(), from.fp16.get(), sink_rows, ring_first, prefix_len);
+        continue;
+      }
+      to.fp16 = cache_detail::host_fp16_block(fp16_block_elems());
       const size_t row_bytes = size_t(head_dim) * 2;
       for (uint32_t h = 0; h < n_heads; ++h)
         for (int tensor = 0; tensor < 2; ++tensor) {
           const bool is_v = tensor == 1;
-          for (uint32_t t = 0; t < std::min(prefix_len, sink); ++t)
+          for (uint32_t t = 0; t < sink_rows; ++t)
             std::memcpy(sink_row(to, is_v, h, t), sink_row(from, is_v, h, t), row_bytes);
-          for (uint32_t t = std::max(to.qend, sink); t < prefix_len; ++t)
+          for (uint32_t t = ring_first; t < prefix_len; ++t)
             std::memcpy(ring_row(to, is_v, h, t), ring_row(from, is_v, h, t), row_bytes);
         }
     }
     fork->pages.assign(src.pages.begin(), src.pages.begin() + std::ptrdiff_t(shared_pages));
+    if (device) device->mirror_sequence(seqs.next_id(), *fork);
     id = seqs.insert(std::move(fork));
   } catch (const std::bad_alloc&) {
     fail(StatusCode::out_of_memory, "cache: out of memory forking sequence " + std::to_string(src_id));
@@ -59,22 +71,22 @@ uint64_t Cache::Impl::fork(uint64_t src_id, uint32_t prefix_len) {
   return id;
 }
 
-void Cache::Impl::copy_on_write(Sequence& seq, size_t index) noexcept {
-  const uint32_t old_page = seq.pages[index];
-  const uint32_t new_page = pool.allocate();
+uint32_t Cache::Impl::held_rows(const Sequence& seq, size_t index, uint32_t layer) const {
   const uint64_t page_first = uint64_t(sink) + uint64_t(index) * page_size;  // first token of the page
+  const uint64_t qend = seq.layers[layer].qend;
+  return qend > page_first ? uint32_t(std::min<uint64_t>(qend - page_first, page_size)) : 0;
+}
+
+void Cache::Impl::copy_page_rows(const Sequence& seq, size_t index, uint32_t from, uint32_t to) noexcept {
   for (uint32_t l = 0; l < n_layers; ++l) {
     // Only the rows this sequence owns; rows of other sharers stay out (the copy is zeroed).
-    const uint64_t qend = seq.layers[l].qend;
-    const uint32_t rows = qend > page_first ? uint32_t(std::min<uint64_t>(qend - page_first, page_size)) : 0;
+    const uint32_t rows = held_rows(seq, index, l);
     if (rows == 0) continue;
     for (uint32_t h = 0; h < n_heads; ++h) {
       const size_t r = slot(l, h);
-      cache_detail::copy_rows(layouts[r], pool.page(r, new_page), pool.page(r, old_page), rows);
+      cache_detail::copy_rows(layouts[r], pool.page(r, to), pool.page(r, from), rows);
     }
   }
-  pool.release(old_page);
-  seq.pages[index] = new_page;
 }
 
 }  // namespace kvbits

@@ -10,12 +10,27 @@
 
 namespace kvbits::cache_detail {
 
+// Frees an fp16 block: delete[] for host blocks, or the device cache's release function.
+struct Fp16Free {
+  void (*release)(void* owner, uint16_t* p) = nullptr;  // null: a host block from new[]
+  void* owner = nullptr;
+  void operator()(uint16_t* p) const {
+    if (release) release(owner, p);
+    else delete[] p;
+  }
+};
+// One (sequence, layer)'s fp16 sink/window block: host memory on the CPU backend, device
+// memory on CUDA.
+using Fp16Block = std::unique_ptr<uint16_t, Fp16Free>;
+// A zeroed host block of n values (throws std::bad_alloc).
+inline Fp16Block host_fp16_block(size_t n) { return Fp16Block(new uint16_t[n]()); }
+
 struct SeqLayer {
   uint32_t len = 0;   // tokens appended to this layer
   uint32_t qend = 0;  // tokens [sink, qend) are packed in pages; [qend, len) sit in the ring
   // K sink [H][S][D], V sink [H][S][D], K ring [H][W][D], V ring [H][W][D] (fp16 bits);
   // allocated on the first append that needs it, null while the layer is empty.
-  std::unique_ptr<uint16_t[]> fp16;
+  Fp16Block fp16;
 };
 
 struct Sequence {
@@ -29,6 +44,7 @@ class SequenceTable {
   explicit SequenceTable(uint32_t max_sequences) : max_(max_sequences) {}
 
   size_t size() const { return live_; }
+  uint32_t capacity() const { return max_; }  // max_sequences: ids stay below it
   bool full() const { return live_ >= max_; }
   // The sequence, or null for an id not in use.
   Sequence* find(uint64_t id) const {

@@ -8,8 +8,10 @@
 #include <thread>
 #include <vector>
 
+#include "context/device_context.hpp"
 #include "kvbits/context.hpp"
 #include "kvbits/status.hpp"
+#include "kvbits_config.h"
 
 using namespace kvbits;
 
@@ -23,20 +25,45 @@ Context cpu(uint32_t threads) {
 
 }  // namespace
 
-TEST(Context, AutomaticResolvesToTheCpuAndCudaIsRefusedInThisBuild) {
+// Whether this build and machine have a CUDA device (automatic then picks it).
+bool cuda_here() {
+#if KVB_HAVE_CUDA
+  return detail::cuda_device_count() > 0;
+#else
+  return false;
+#endif
+}
+
+TEST(Context, AutomaticPicksCudaOnlyWhereThereIsAGpuAndCudaIsRefusedWithoutOne) {
   ContextConfig c;
   Context ctx(c);
-  EXPECT_EQ(ctx.backend(), Backend::cpu);
-  EXPECT_EQ(ctx.device(), -1);
+  const bool gpu = cuda_here();
+  EXPECT_EQ(ctx.backend(), gpu ? Backend::cuda : Backend::cpu);
+  EXPECT_EQ(ctx.device(), gpu ? 0 : -1);
+  EXPECT_EQ(ctx.device_properties() != nullptr, gpu);
+  if (gpu) {
+    EXPECT_GT(ctx.device_properties()->sm_count, 0);
+  }
   EXPECT_GE(ctx.n_threads(), 1u);
   EXPECT_EQ(ctx.n_threads(), std::max(1u, std::thread::hardware_concurrency()));
   c.backend = Backend::cuda;
-  try {
-    Context gpu(c);
-    FAIL() << "the CUDA backend is not in this build";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), StatusCode::unsupported);
-    EXPECT_NE(std::string(e.what()).find("CUDA"), std::string::npos);
+  if (!gpu) {
+    try {
+      Context refused(c);
+      FAIL() << "CUDA without a device (or without CUDA in this build)";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), StatusCode::unsupported);
+      EXPECT_NE(std::string(e.what()).find("CUDA"), std::string::npos);
+    }
+  } else {
+    c.device = 1000;
+    try {
+      Context refused(c);
+      FAIL() << "device 1000";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), StatusCode::invalid_argument) << e.what();
+    }
+    c.device = 0;
   }
   c.backend = Backend(7);
   EXPECT_THROW(Context{c}, Error);

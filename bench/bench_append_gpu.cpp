@@ -1,0 +1,237 @@
+// The fused CUDA append (cuda/append.cu) through Cache::append on a CUDA context, one layer,
+// Block-GTQ K3V3, page size 64, bf16 K/V in device memory (as a model hands them over).
+//   decode step: 1 token for each of `batch` sequences (batch 1 / 8 / 32), sequences ~200 tokens
+//   bulk:        4096 tokens of one sequence in one call (prefill), fp32 and bf16 inputs
+// Shapes: Qwen2.5-3B (16 query / 2 KV heads, D = 128) and Llama-3.1-8B (32 / 8 / 128).
+// Reported, median of the timed calls (after warm-ups):
+//   encode us   the check-and-encode launch (CUDA events around it)
+//   commit us   the commit launch (copies, page rows, bookkeeping)
+//   device us   encode + commit
+//   wall us     one Cache::append call on the host clock: planning, uploads, both launches and the
+//               one wait for the error word (the price of all-or-nothing)
+//   bytes       read (K/V input) + written (packed rows), the floor's traffic
+//   GB/s, % copy  bytes / device us, against a 1 GiB device-to-device copy in the same run
+// Also one row per shape with every coordinate on the exact fp64 path (what the fast path saves).
+// Usage: bench_append_gpu [--quick]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/device_cache.hpp"
+#include "kvbits/cache.hpp"
+#include "kvbits/calibrator.hpp"
+#include "kvbits/half.hpp"
+#include "kvbits/rope_blocks.hpp"
+
+using namespace kvbits;
+
+namespace {
+
+#define CK(x)                                                                                  \
+  do {                                                                                         \
+    cudaError_t e_ = (x);                                                                      \
+    if (e_ != cudaSuccess) {                                                                   \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                            \
+    }                                                                                          \
+  } while (0)
+
+struct Shape {
+  const char* name;
+  uint32_t q_heads, kv_heads, D;
+};
+
+// A K3V3 Block-GTQ plan for one layer of the shape, calibrated on activations whose RoPE-block
+// energies span orders of magnitude (as real models).
+std::shared_ptr<const Plan> k3v3_plan(const Shape& sh) {
+  ModelShape s;
+  s.n_layers = 1, s.n_q_heads = sh.q_heads, s.n_kv_heads = sh.kv_heads, s.head_dim = sh.D, s.rotary_dim = sh.D;
+  EnergyAccumulator acc(s);
+  std::mt19937_64 rng(7);
+  std::normal_distribution<float> nd;
+  const size_t T = 64;
+  auto fill = [&](uint32_t heads) {
+    std::vector<float> x(T * heads * sh.D);
+    for (size_t t = 0; t < T; ++t)
+      for (uint32_t h = 0; h < heads; ++h)
+        for (uint32_t b = 0; b < s.n_blocks(); ++b)
+          for (uint32_t d : block_dims(s, b))
+            x[(t * heads + h) * sh.D + d] = std::pow(2.0f, 6.0f * float(b) / float(s.n_blocks())) * nd(rng);
+    return x;
+  };
+  const auto q = fill(s.n_q_heads), k = fill(s.n_kv_heads);
+  acc.observe(0, q.data(), k.data(), T, DType::f32);
+  PlanOptions o;
+  o.k_avg_bits = 3.0, o.v_bits = 3;
+  return std::make_shared<const Plan>(build_plan(acc, o));
+}
+
+double copy_bandwidth_gbs() {
+  const size_t bytes = size_t(1) << 30;
+  void *a, *b;
+  CK(cudaMalloc(&a, bytes));
+  CK(cudaMalloc(&b, bytes));
+  CK(cudaMemset(a, 0x5A, bytes));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  std::vector<float> ms;
+  for (int i = 0; i < 12; ++i) {
+    CK(cudaEventRecord(e0));
+    CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
+    CK(cudaEventRecord(e1));
+    CK(cudaEventSynchronize(e1));
+    float t = 0;
+    CK(cudaEventElapsedTime(&t, e0, e1));
+    if (i >= 2) ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  CK(cudaFree(a));
+  CK(cudaFree(b));
+  return 2.0 * double(bytes) / (double(ms[ms.size() / 2]) * 1e6);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct Row {
+  std::string what;
+  double encode_us, commit_us, wall_us, bytes;
+};
+
+// Times `iters` appends of n_tokens to each of `batch` sequences (after `warm` untimed ones).
+Row run(const Shape& sh, uint32_t batch, uint32_t n_tokens, DType dtype, bool exact, int warm, int iters,
+        const Context& ctx) {
+  const auto plan = k3v3_plan(sh);
+  CacheConfig cfg;
+  cfg.page_size = 64;
+  cfg.max_sequences = std::max<uint32_t>(64, batch);
+  const uint64_t tokens_per_seq = 256 + uint64_t(n_tokens) * (warm + iters);
+  cfg.max_pages = uint64_t(batch) * (tokens_per_seq / 64 + 2) + 16;
+  Cache cache(plan, ctx, cfg);
+  auto* dev = static_cast<cuda::CudaCache*>(cache.device_cache());
+  dev->set_force_exact(exact);
+  std::vector<uint64_t> seqs;
+  for (uint32_t i = 0; i < batch; ++i) seqs.push_back(cache.add_sequence());
+  const size_t row = size_t(sh.kv_heads) * sh.D;
+  // Random K/V in device memory, `rounds` different sets so that no call sees its inputs in L2.
+  const int rounds = 4;
+  const size_t values = size_t(batch) * n_tokens * row;
+  std::vector<void*> dk(rounds), dv(rounds);
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> nd;
+  for (int r = 0; r < rounds; ++r) {
+    std::vector<uint8_t> bytes(values * dtype_size(dtype));
+    for (int t = 0; t < 2; ++t) {
+      for (size_t i = 0; i < values; ++i) {
+        const float x = nd(rng);
+        if (dtype == DType::f32) std::memcpy(&bytes[4 * i], &x, 4);
+        else {
+          const uint16_t b = dtype == DType::f16 ? float_to_half(x) : float_to_bf16(x);
+          std::memcpy(&bytes[2 * i], &b, 2);
+        }
+      }
+      void*& d = t == 0 ? dk[size_t(r)] : dv[size_t(r)];
+      CK(cudaMalloc(&d, bytes.size()));
+      CK(cudaMemcpy(d, bytes.data(), bytes.size(), cudaMemcpyHostToDevice));
+    }
+  }
+  // Decode steps start from sequences that already hold ~200 tokens.
+  if (n_tokens < 64) {
+    std::vector<uint32_t> n(batch, 200);
+    std::vector<float> k(size_t(batch) * 200 * row, 0.5f);
+    cache.append(0, seqs.data(), n.data(), batch, k.data(), k.data(), DType::f32);
+  }
+  cudaEvent_t ev[4];
+  for (auto& e : ev) CK(cudaEventCreate(&e));
+  void* evp[4] = {ev[0], ev[1], ev[2], ev[3]};
+  dev->set_append_events(evp);
+  std::vector<uint32_t> n(batch, n_tokens);
+  std::vector<double> enc, com, wall;
+  for (int it = 0; it < warm + iters; ++it) {
+    const int r = it % rounds;
+    const auto t0 = std::chrono::steady_clock::now();
+    cache.append(0, seqs.data(), n.data(), batch, dk[size_t(r)], dv[size_t(r)], dtype);
+    const auto t1 = std::chrono::steady_clock::now();
+    CK(cudaEventSynchronize(ev[3]));
+    float a = 0, b = 0;
+    CK(cudaEventElapsedTime(&a, ev[0], ev[1]));
+    CK(cudaEventElapsedTime(&b, ev[2], ev[3]));
+    if (it >= warm) {
+      enc.push_back(a * 1e3), com.push_back(b * 1e3);
+      wall.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    }
+    if (n_tokens >= 64) {  // bulk: a fresh sequence every call
+      cache.remove_sequence(seqs[0]);
+      seqs[0] = cache.add_sequence();
+    }
+  }
+  dev->set_append_events(nullptr);
+  for (auto& e : ev) CK(cudaEventDestroy(e));
+  for (int r = 0; r < rounds; ++r) {
+    CK(cudaFree(dk[size_t(r)]));
+    CK(cudaFree(dv[size_t(r)]));
+  }
+  // Traffic floor: every input value read once, every packed row written once.
+  double written = 0;
+  for (uint32_t h = 0; h < sh.kv_heads; ++h) {
+    const PageLayout& l = cache.page_layout(0, h);
+    written += double(l.k_code_bytes) + 2.0 * l.n_k_scales + l.v_code_bytes + 2.0;
+  }
+  const double tokens = double(batch) * n_tokens;
+  const double bytes = tokens * (2.0 * row * double(dtype_size(dtype)) + written);
+  char what[160];
+  std::snprintf(what, sizeof what, "%s %s x%u %s%s", sh.name, n_tokens == 1 ? "decode step" : "bulk", batch,
+                dtype_name(dtype), exact ? " exact" : "");
+  if (n_tokens > 1) std::snprintf(what, sizeof what, "%s bulk %u tok %s%s", sh.name, n_tokens, dtype_name(dtype),
+                                  exact ? " exact" : "");
+  return {what, median(enc), median(com), median(wall), bytes};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::printf("no CUDA device: skipped\n");
+    return 0;
+  }
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  const double copy = copy_bandwidth_gbs();
+  std::printf("device: %s, %d SMs; device-to-device copy %.0f GB/s (read + written)\n", prop.name,
+              prop.multiProcessorCount, copy);
+  const Context ctx(ContextConfig{Backend::cuda, 0, 0});
+  const Shape shapes[] = {{"Qwen2.5-3B 16/2/128", 16, 2, 128}, {"Llama-3.1-8B 32/8/128", 32, 8, 128}};
+  std::vector<Row> rows;
+  for (const Shape& sh : shapes) {
+    for (uint32_t batch : {1u, 8u, 32u}) {
+      if (quick && batch != 1) continue;
+      rows.push_back(run(sh, batch, 1, DType::bf16, false, 20, 200, ctx));
+    }
+    rows.push_back(run(sh, 1, 4096, DType::bf16, false, 3, quick ? 10 : 30, ctx));
+    rows.push_back(run(sh, 1, 4096, DType::f32, false, 3, quick ? 10 : 30, ctx));
+    rows.push_back(run(sh, 1, 4096, DType::bf16, true, 1, quick ? 3 : 5, ctx));
+  }
+  std::printf("\n| append | encode us | commit us | device us | wall us | bytes | GB/s | %% of copy |\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
+  for (const Row& r : rows) {
+    const double dev_us = r.encode_us + r.commit_us;
+    const double gbs = r.bytes / (dev_us * 1e3);
+    std::printf("| %s | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f | %.1f |\n", r.what.c_str(), r.encode_us,
+                r.commit_us, dev_us, r.wall_us, r.bytes, gbs, 100.0 * gbs / copy);
+  }
+  return 0;
+}

@@ -1,0 +1,154 @@
+// The merge launch: one CTA per (query head, sequence) combines the split partials by
+// log-sum-exp and writes out = (R_v^T acc_rot + acc_plain) / L and lse = M + ln L, where acc_rot
+// sums the packed splits (V's rotated basis) and acc_plain the fp16 splits (original basis; every
+// split of an fp16 layer).
+//
+// Latency-bound (a few KB per CTA): the CTA's rows of R_v are requested first, before anything
+// they wait on; partials are read as 16-byte vectors, four loads in flight per thread; all sums
+// run in a fixed order, so results are bit-identical from run to run.
+#include <cuda_runtime.h>
+
+#include "cuda/decode_kernels.hpp"
+
+namespace kvbits::cuda::decode_detail {
+
+namespace {
+
+constexpr uint32_t kMergeThreads = 256;
+constexpr uint32_t kMergeMaxSplits = kMaxPackedSplits + kMaxFp16Splits;
+constexpr uint32_t kPrefetchRows = 16;  // rows of R_v per thread requested up front
+
+__device__ __forceinline__ float block_reduce(float v, float* tmp, bool is_max) {
+  // Fixed-order reduction over the block: warps by shuffles, then warp 0 over the warp results.
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    const float o = __shfl_xor_sync(0xffffffffu, v, off);
+    v = is_max ? fmaxf(v, o) : v + o;
+  }
+  if ((threadIdx.x & 31u) == 0) tmp[threadIdx.x >> 5] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    v = threadIdx.x < kMergeThreads / 32 ? tmp[threadIdx.x] : (is_max ? -INFINITY : 0.0f);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+      const float o = __shfl_xor_sync(0xffffffffu, v, off);
+      v = is_max ? fmaxf(v, o) : v + o;
+    }
+    if (threadIdx.x == 0) tmp[32] = v;
+  }
+  __syncthreads();
+  const float r = tmp[32];
+  __syncthreads();  // tmp may be reused by the next call
+  return r;
+}
+
+__device__ __forceinline__ void fma4(float4& acc, float w, const float4& x) {
+  acc.x = __fmaf_rn(w, x.x, acc.x);
+  acc.y = __fmaf_rn(w, x.y, acc.y);
+  acc.z = __fmaf_rn(w, x.z, acc.z);
+  acc.w = __fmaf_rn(w, x.w, acc.w);
+}
+
+__global__ void __launch_bounds__(kMergeThreads) merge_kernel(KernelArgs a) {
+  __shared__ float wsplit[kMergeMaxSplits];
+  __shared__ float4 part_rot[kMergeThreads], part_plain[kMergeThreads];
+  __shared__ float vec_rot[kDecodeMaxHeadDim], vec_plain[kDecodeMaxHeadDim];
+  __shared__ float tmp[33];
+  const uint32_t qh = blockIdx.x, seq = blockIdx.y, tid = threadIdx.x, D = a.D, S = a.splits;
+  const uint32_t n_rot = a.fp16_layer ? 0u : a.packed_splits;
+  const size_t row = size_t(seq) * a.n_q + qh;
+  // Thread (c4, rp): dims 4 c4 .. 4 c4 + 3; splits and R_v rows congruent to rp mod RP.
+  const uint32_t C4 = D / 4, RP = kMergeThreads / C4, c4 = tid % C4, rp = tid / C4;
+  const bool active = rp < RP;
+  const float* R = n_rot > 0 ? a.heads[qh / a.gqa].v_rotation : nullptr;
+  float4 rpre[kPrefetchRows];
+#pragma unroll
+  for (uint32_t i = 0; i < kPrefetchRows; ++i) {
+    const uint32_t r = rp + i * RP;
+    rpre[i] = R && active && r < D ? *reinterpret_cast<const float4*>(R + size_t(r) * D + 4 * c4)
+                                   : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+
+  const float* ml = a.ws_ml + row * S * 2;
+  float m = -INFINITY;
+  for (uint32_t k = tid; k < S; k += kMergeThreads) m = fmaxf(m, ml[2 * k]);
+  const float M = block_reduce(m, tmp, true);
+  float l = 0.0f;
+  for (uint32_t k = tid; k < S; k += kMergeThreads) {
+    const float mk = ml[2 * k];
+    const float w = mk == -INFINITY ? 0.0f : expf(mk - M);  // empty split: weight 0, never 0 * NaN
+    wsplit[k] = w;
+    l += w * ml[2 * k + 1];
+  }
+  const float L = block_reduce(l, tmp, false);  // its barriers also publish wsplit
+
+  const float4* acc = reinterpret_cast<const float4*>(a.ws_acc + row * S * D);
+  float4 vr = make_float4(0.f, 0.f, 0.f, 0.f), vp = vr;
+  if (active) {
+    uint32_t k = rp;
+    for (; k + 3 * RP < S; k += 4 * RP) {
+      float4 x[4];
+#pragma unroll
+      for (uint32_t u = 0; u < 4; ++u) x[u] = acc[size_t(k + u * RP) * C4 + c4];
+#pragma unroll
+      for (uint32_t u = 0; u < 4; ++u) {
+        if (k + u * RP < n_rot) fma4(vr, wsplit[k + u * RP], x[u]);
+        else fma4(vp, wsplit[k + u * RP], x[u]);
+      }
+    }
+    for (; k < S; k += RP) {
+      if (k < n_rot) fma4(vr, wsplit[k], acc[size_t(k) * C4 + c4]);
+      else fma4(vp, wsplit[k], acc[size_t(k) * C4 + c4]);
+    }
+  }
+  part_rot[tid] = vr;
+  part_plain[tid] = vp;
+  __syncthreads();
+  if (tid < C4) {
+    float4 sr = make_float4(0.f, 0.f, 0.f, 0.f), sp = sr;
+    for (uint32_t q = 0; q < RP; ++q) {
+      const float4 a4 = part_rot[q * C4 + tid], b4 = part_plain[q * C4 + tid];
+      sr.x += a4.x, sr.y += a4.y, sr.z += a4.z, sr.w += a4.w;
+      sp.x += b4.x, sp.y += b4.y, sp.z += b4.z, sp.w += b4.w;
+    }
+    vec_rot[4 * tid] = sr.x, vec_rot[4 * tid + 1] = sr.y, vec_rot[4 * tid + 2] = sr.z, vec_rot[4 * tid + 3] = sr.w;
+    vec_plain[4 * tid] = sp.x, vec_plain[4 * tid + 1] = sp.y, vec_plain[4 * tid + 2] = sp.z,
+                    vec_plain[4 * tid + 3] = sp.w;
+  }
+  __syncthreads();
+  // out[d] = sum_r R[r][d] vec_rot[r] (rows r = rp mod RP here), then + vec_plain[d].
+  float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (R && active) {
+#pragma unroll
+    for (uint32_t i = 0; i < kPrefetchRows; ++i) {
+      const uint32_t r = rp + i * RP;
+      if (r < D) fma4(o, vec_rot[r], rpre[i]);
+    }
+    for (uint32_t r = rp + kPrefetchRows * RP; r < D; r += RP)
+      fma4(o, vec_rot[r], *reinterpret_cast<const float4*>(R + size_t(r) * D + 4 * c4));
+  }
+  part_rot[tid] = o;
+  __syncthreads();
+  if (tid < C4) {
+    float4 t = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (uint32_t q = 0; q < RP; ++q) {
+      const float4 a4 = part_rot[q * C4 + tid];
+      t.x += a4.x, t.y += a4.y, t.z += a4.z, t.w += a4.w;
+    }
+    const float r[4] = {t.x + vec_plain[4 * tid], t.y + vec_plain[4 * tid + 1], t.z + vec_plain[4 * tid + 2],
+                        t.w + vec_plain[4 * tid + 3]};
+    float* out = a.out + row * D + 4 * tid;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) out[k] = L > 0.0f ? r[k] / L : 0.0f;
+  }
+  if (a.lse && tid == 0) a.lse[row] = L > 0.0f ? M + logf(L) : -INFINITY;
+}
+
+}  // namespace
+
+void launch_merge(const KernelArgs& a, uint32_t n_seqs, cudaStream_t stream) {
+  merge_kernel<<<dim3(a.n_q, n_seqs), kMergeThreads, 0, stream>>>(a);
+  check(cudaGetLastError(), "merge_kernel launch");
+}
+
+}  // namespace kvbits::cuda::decode_detail

@@ -1,0 +1,591 @@
+// The tensor-core decode kernel (kDecodeVariantMma; docs/gpu-decode.md, "Tensor-core kernel").
+//
+// Grid (split, KV head, sequence), 4 warps. A packed split owns whole quads of 64-token sub-tiles;
+// warp w takes sub-tiles w, w + 4, ... of them and runs its own pipeline (two cp.async buffers),
+// its own online softmax and its own accumulators, so warps never wait for each other inside
+// the loop. The CTA merges its four warps at the end (fixed order) and writes one partial.
+//
+// Both dots run on mma.sync.m16n8k16 (fp16 in, fp32 accumulate). An operand x that must keep
+// fp32-grade precision is split into x_hi = half(x), x_lo = half(x - x_hi) after scaling it by a
+// power of two into [2^14, 2^15) (no fp16 overflow, no underflow of the low part), and the
+// k dimension pairs (hi, lo) of one element: an A register holds (a_hi, a_lo) of one element, B
+// holds (b_hi, b_hi) for one MMA and (b_lo, 0) for a second, so two MMAs give
+// a_hi b_hi + a_lo b_hi + a_hi b_lo (error ~2^-22 relative per product).
+//   K phase  C[token][query] = sum over slots of centroid(code) * q'. A is looked up in a
+//            per-head table of (hi, lo) centroid pairs, scaled per group; each group is padded
+//            to 8-slot chunks (zero q' on the padding) and accumulated on its own, then scaled
+//            by the token's fp16 group scale. A thread takes two adjacent slots of its rows per
+//            chunk from one 32-bit window of the bit stream.
+//   softmax  per warp and query: max over the warp's 64 rows, p = exp(s - m), running sum.
+//   V phase  acc[dim][query] += centroid(code) * p'' with p'' = p * v_scale * 2^z (z per step so
+//            that p'' < 2^15): A = V codes looked up in the V table, B = p'' hi/lo from a small
+//            per-warp transpose buffer. acc stays in V's rotated basis; the merge un-rotates.
+// The group and V scales, the softmax scale and the power-of-two factors are applied in fp32
+// outside the MMAs.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cuda/decode_common.cuh"
+#include "cuda/decode_mma.cuh"
+#include "cuda/decode_plain.cuh"
+
+namespace kvbits::cuda::decode_detail {
+
+namespace {
+
+constexpr uint32_t kMt = 4;  // 16-row m-tiles per warp step (64 rows: one sub-tile)
+
+// One K group as the kernel reads it.
+struct MmaGroup {
+  uint32_t bits, m4, lut_off;  // width, (2^b - 1) << 2, byte offset of its table in the LUT
+  uint32_t n_chunks, v0;       // 8-slot chunks, first virtual chunk
+  uint32_t bit_off;            // byte_offset * 8 + front pad bits - 2 (the pre-shift)
+  uint32_t pw;                 // chunks per 32-bit window: floor(floor(30 / b) / 2)
+  uint32_t first, dims;
+  float qf;                    // 2^(query exponent): q' * qf lies below 2^15
+  float f;                     // softmax scale * 2^-(table exponent + query exponent)
+};
+
+__device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// x as (half(x), half(x - half(x))) in the low and high 16 bits.
+__device__ __forceinline__ uint32_t split_hl(float x) {
+  const __half h = __float2half_rn(x);
+  const __half l = __float2half_rn(x - __half2float(h));
+  return uint32_t(__half_as_ushort(h)) | (uint32_t(__half_as_ushort(l)) << 16);
+}
+
+__device__ __forceinline__ uint32_t dup_lo(uint32_t x) { return __byte_perm(x, 0, 0x1010); }
+
+// 2^e for |e| <= 126, exactly.
+__device__ __forceinline__ float exp2i(int e) { return __uint_as_float(uint32_t(127 + e) << 23); }
+
+// floor(log2(x)) of a positive normal float.
+__device__ __forceinline__ int ilog2f(float x) { return int((__float_as_uint(x) >> 23) & 0xFFu) - 127; }
+
+// Exponent e such that max_abs * 2^e lies in [2^14, 2^15); 0 for 0. Clamped to +-60.
+__device__ __forceinline__ int prescale(float max_abs) {
+  if (!(max_abs > 0.0f)) return 0;
+  const int e = 14 - (max_abs < 1.17549435e-38f ? -126 : ilog2f(max_abs));
+  return e < -60 ? -60 : (e > 60 ? 60 : e);
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+  return v;
+}
+
+// Byte offset of row r of an array in a sub-tile (segments of 2^seg_shift rows).
+__device__ __forceinline__ uint32_t row_off(const SubTileLayout& st, uint32_t r, uint32_t seg_bytes,
+                                            uint32_t row_bytes) {
+  return (r >> st.seg_shift) * seg_bytes + (r & (st.seg_rows - 1)) * row_bytes;
+}
+
+__device__ __forceinline__ void warp_copy(uint8_t* dst, const uint8_t* src, uint32_t bytes, uint32_t lane) {
+  for (uint32_t c = lane * 16u; c < bytes; c += 32u * 16u) cp_async16(dst + c, src + c);
+}
+
+// One warp issues the copies of packed sub-tile `idx` (rows idx * 64 ...) into `sub`.
+__device__ void warp_issue(uint8_t* sub, const DecodeHead& hd, const SubTileLayout& st, const uint32_t* table,
+                           uint32_t n_packed, uint32_t page_size, uint32_t idx, uint32_t lane) {
+  const uint32_t kc = hd.k_code_bytes, ks = 2 * hd.n_k_groups, vc = hd.v_code_bytes;
+  const uint32_t tok_sub = idx * kSubRows;
+  for (uint32_t j = 0; j < (kSubRows >> st.seg_shift); ++j) {
+    const uint32_t tok = tok_sub + (j << st.seg_shift);
+    if (tok >= n_packed) break;
+    const uint32_t rows = min(st.seg_rows, n_packed - tok), row0 = tok % page_size;
+    const uint8_t* page = hd.pool + size_t(table[tok / page_size]) * hd.page_bytes;
+    warp_copy(sub + j * st.kc_seg, page + row0 * kc, round16(rows * kc), lane);
+    warp_copy(sub + st.off_ks + j * st.ks_seg, page + hd.k_scales + row0 * ks, round16(rows * ks), lane);
+    warp_copy(sub + st.off_vc + j * st.vc_seg, page + hd.v_codes + row0 * vc, round16(rows * vc), lane);
+    warp_copy(sub + st.off_vs + j * st.vs_seg, page + hd.v_scales + row0 * 2, round16(rows * 2), lane);
+  }
+}
+
+// Byte offset of a table in the LUT: tables sorted by size, largest first (K before V on a tie),
+// so every table starts on a multiple of its own size and (code << 2) | offset addresses it.
+__device__ __forceinline__ uint32_t lut_offset(const DecodeHead& hd, uint32_t bits, bool is_v) {
+  uint32_t off = 0;
+  for (uint32_t g = 0; g < hd.n_k_groups; ++g) {
+    const uint32_t b = hd.k_groups[g].bits;
+    if (b > bits || (is_v && b == bits)) off += 1u << b;
+  }
+  if (!is_v && hd.v_bits > bits) off += 1u << hd.v_bits;
+  return off * 4;
+}
+
+
+__device__ __forceinline__ uint32_t lut_word(const uint32_t* lut, uint32_t byte_off) {
+  return *reinterpret_cast<const uint32_t*>(reinterpret_cast<const uint8_t*>(lut) + byte_off);
+}
+
+__device__ __forceinline__ float half_bits(const uint8_t* p) {
+  return __half2float(__ushort_as_half(*reinterpret_cast<const unsigned short*>(p)));
+}
+
+template <int NT, int MD>
+__global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) decode_mma_kernel(KernelArgs a) {
+  constexpr uint32_t GQP = 8 * NT;
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ __align__(16) uint32_t hd_words[kHeadWords];
+  __shared__ __align__(16) uint32_t lut[kMmaLutWords];
+  __shared__ MmaGroup groups[kDecodeMaxGroups];
+  __shared__ float table_max[kDecodeMaxGroups + 1];
+  const DecodeHead& hd = *reinterpret_cast<const DecodeHead*>(hd_words);
+  const uint32_t split = blockIdx.x, h = blockIdx.y, seq = blockIdx.z, tid = threadIdx.x;
+  const uint32_t lane = tid & 31u, warp = tid >> 5, g8 = lane >> 2, t4 = lane & 3u;
+  const uint32_t D = a.D;  // 16 * MD
+  load_head(hd_words, a.heads + h);
+  const SeqInfo si = seq_info(a, seq);
+  __syncthreads();
+  if (split >= a.packed_splits) {
+    const uint32_t u0 = (split - a.packed_splits) * a.fp16_chunk;
+    plain_split<GQP>(a, hd, si, seq, h, split, false, u0, min(u0 + a.fp16_chunk, a.sink + a.window), smem);
+    return;
+  }
+  const MmaSmemPlan sp = mma_smem_plan(a.stage_stride, D, NT, a.mma_chunks);
+  uint32_t* qb = reinterpret_cast<uint32_t*>(smem + sp.off_qb);
+  float* qrot = reinterpret_cast<float*>(smem + sp.off_qrot);  // [GQP][D]
+  float* wm = reinterpret_cast<float*>(smem + sp.off_wm);
+  float* wl = reinterpret_cast<float*>(smem + sp.off_wl);
+  float* wt = reinterpret_cast<float*>(smem + sp.off_wt);
+
+  // ---- This split's sub-tiles (whole quads) and this warp's share; start its pipeline.
+  const uint32_t n_packed = si.n_packed;
+  const uint32_t* table = a.page_table + a.table_offset[seq];
+  const uint32_t n_sub = (n_packed + kSubRows - 1) / kSubRows;
+  const uint32_t n_quads = (n_sub + kMmaWarps - 1) / kMmaWarps;
+  const uint32_t chunk = (n_quads + a.packed_splits - 1) / a.packed_splits * kMmaWarps;
+  const uint32_t t_begin = min(n_sub, split * chunk), t_end = min(n_sub, t_begin + chunk);
+  const uint32_t n_my = t_end > t_begin + warp ? (t_end - t_begin - warp + kMmaWarps - 1) / kMmaWarps : 0u;
+  const SubTileLayout st = sub_tile_layout(a.page_size, hd.k_code_bytes, hd.n_k_groups, hd.v_code_bytes);
+  uint8_t* wbuf = smem + warp * kMmaWarpStages * sp.buffer;  // this warp's buffers
+#pragma unroll
+  for (uint32_t s = 0; s < kMmaWarpStages; ++s) {
+    if (s < n_my)
+      warp_issue(wbuf + s * sp.buffer + kMmaSubPad, hd, st, table, n_packed, a.page_size,
+                 t_begin + warp + s * kMmaWarps, lane);
+    cp_async_commit();
+  }
+
+  // ---- Prologue, while the first sub-tiles load. Warp w owns tables w, w + 4, ...: the LUT of
+  // (hi, lo) centroid pairs, each table scaled by its own power of two. Then q' [GQP][D] (its
+  // barriers publish the LUT), the group descriptors and the per-chunk B operands.
+  const uint32_t G = hd.n_k_groups;
+  for (uint32_t tb = warp; tb <= G; tb += kMmaWarps) {  // table tb: K group tb, or V (tb == G)
+    const uint32_t bits = tb < G ? hd.k_groups[tb].bits : hd.v_bits;
+    const float* cent =
+        a.centroids + hd.centroid_base + (tb < G ? hd.k_groups[tb].centroid_offset : hd.v_centroid_offset);
+    float mc = 0.0f;
+    for (uint32_t k = lane; k < (1u << bits); k += 32) mc = fmaxf(mc, fabsf(cent[k]));
+    mc = warp_max(mc);
+    const uint32_t off = lut_offset(hd, bits, tb == G) / 4;
+    const float f = exp2i(prescale(mc));
+    for (uint32_t k = lane; k < (1u << bits); k += 32) lut[off + k] = split_hl(cent[k] * f);
+    if (lane == 0) table_max[tb] = mc;
+  }
+  rotated_queries<GQP>(a, hd, seq, h, reinterpret_cast<float*>(smem + sp.off_qstage), qrot, 1, D);
+  for (uint32_t g = warp; g < G; g += kMmaWarps) {
+    const DecodeGroup& gr = hd.k_groups[g];
+    float mq = 0.0f;
+    for (uint32_t k = lane; k < GQP * gr.dims; k += 32)
+      mq = fmaxf(mq, fabsf(qrot[(k / gr.dims) * D + gr.first_slot + k % gr.dims]));
+    mq = warp_max(mq);
+    if (lane == 0) {
+      MmaGroup m;
+      m.bits = gr.bits;
+      m.m4 = ((1u << gr.bits) - 1u) << 2;
+      m.lut_off = lut_offset(hd, gr.bits, false);
+      m.n_chunks = (gr.dims + 7) / 8;
+      m.v0 = 0;
+      for (uint32_t q = 0; q < g; ++q) m.v0 += (hd.k_groups[q].dims + 7) / 8;
+      m.bit_off = gr.byte_offset * 8 + kMmaSubPad * 8 - 2;
+      m.pw = (30 / gr.bits) / 2;
+      m.first = gr.first_slot;
+      m.dims = gr.dims;
+      m.qf = exp2i(prescale(mq));
+      m.f = a.scale * exp2i(-(prescale(table_max[g]) + prescale(mq)));
+      groups[g] = m;
+    }
+  }
+  __syncthreads();
+  // qb[((v * NT + nt) * 8 + i) * 8 + 2 t + hh]: lane slot t + 4 hh of virtual chunk v for query
+  // 8 nt + i, i.e. element 2 * n_chunks * t + 2 c + hh of the chunk's group (c = v - v0), zero
+  // past the group's dims.
+  const uint32_t n_v = mma_chunks(hd);
+  for (uint32_t idx = tid; idx < n_v * NT * 64; idx += kCtaThreads) {
+    const uint32_t v = idx / (NT * 64), q = (idx / 8) % GQP, w = idx % 8;
+    uint32_t g = 0;
+    while (g + 1 < G && v >= groups[g + 1].v0) ++g;
+    const uint32_t e = 2 * groups[g].n_chunks * (w >> 1) + 2 * (v - groups[g].v0) + (w & 1u);
+    qb[idx] = e < groups[g].dims ? split_hl(qrot[q * D + groups[g].first + e] * groups[g].qf) : 0u;
+  }
+  const uint32_t vb = hd.v_bits, vm4 = ((1u << vb) - 1u) << 2, vlut = lut_offset(hd, vb, true);
+  const bool v_wide = vb > 7;  // four codes no longer fit one pre-shifted 32-bit window
+  const int kev = prescale(table_max[G]);
+  __syncthreads();
+
+  // ---- Main loop: one 64-row sub-tile per warp step.
+  float acc[MD][NT][4];
+#pragma unroll
+  for (int m = 0; m < MD; ++m)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) acc[m][nt][k] = 0.0f;
+  float mrun[NT][2], lrun[NT][2];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) mrun[nt][0] = mrun[nt][1] = -INFINITY, lrun[nt][0] = lrun[nt][1] = 0.0f;
+  int zcur = 0;
+  uint32_t* pb = reinterpret_cast<uint32_t*>(smem + sp.off_pbuf) + warp * kSubRows * GQP;  // [64][GQP]
+  const uint32_t kc = hd.k_code_bytes, ks2 = 2 * G, vc = hd.v_code_bytes;
+
+#pragma unroll 1
+  for (uint32_t it = 0; it < n_my; ++it) {
+    cp_async_wait<kMmaWarpStages - 1>();
+    __syncwarp();  // the other lanes' copies of this sub-tile are visible
+    uint8_t* buf = wbuf + (it % kMmaWarpStages) * sp.buffer;
+    const uint32_t* words = reinterpret_cast<const uint32_t*>(buf);  // bit 0 = front pad
+    const uint8_t* sub = buf + kMmaSubPad;
+    const uint32_t sub_idx = t_begin + warp + it * kMmaWarps;
+    const uint32_t valid = min(kSubRows, n_packed - sub_idx * kSubRows);
+
+    // ---- K phase: rows 16 mt + 8 hh + g8 of this thread, logits per group.
+    float s[kMt][NT][4];
+    uint32_t kbit[kMt][2];
+#pragma unroll
+    for (int mt = 0; mt < kMt; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int k = 0; k < 4; ++k) s[mt][nt][k] = 0.0f;
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) kbit[mt][hh] = row_off(st, 16 * mt + 8 * hh + g8, st.kc_seg, kc) * 8;
+    }
+#pragma unroll 1
+    for (uint32_t g = 0; g < G; ++g) {
+      const MmaGroup gi = groups[g];
+      float c[kMt][NT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int k = 0; k < 4; ++k) c[mt][nt][k] = 0.0f;
+      // This thread's run of the group: elements [2 n t4, 2 n (t4 + 1)), two per chunk.
+      const uint32_t run = gi.bit_off + 2 * gi.n_chunks * t4 * gi.bits;
+      uint32_t win[kMt][2];
+      uint32_t cw = gi.pw;
+#pragma unroll 1
+      for (uint32_t cc = 0; cc < gi.n_chunks; ++cc) {
+        if (cw == gi.pw) {  // warp-uniform
+#pragma unroll
+          for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) win[mt][hh] = bits32(words, kbit[mt][hh] + run + 2 * cc * gi.bits);
+          cw = 0;
+        }
+        const uint32_t sh0 = cw * 2 * gi.bits, sh1 = sh0 + gi.bits;
+        ++cw;
+        uint32_t b1[NT][2], b2[NT][2];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const uint2 x = *reinterpret_cast<const uint2*>(qb + (((gi.v0 + cc) * NT + nt) * 8 + g8) * 8 + 2 * t4);
+          b1[nt][0] = dup_lo(x.x), b1[nt][1] = dup_lo(x.y);
+          b2[nt][0] = x.x >> 16, b2[nt][1] = x.y >> 16;
+        }
+#pragma unroll
+        for (int mt = 0; mt < kMt; ++mt) {
+          const uint32_t a0 = lut_word(lut, ((win[mt][0] >> sh0) & gi.m4) | gi.lut_off);
+          const uint32_t a1 = lut_word(lut, ((win[mt][1] >> sh0) & gi.m4) | gi.lut_off);
+          const uint32_t a2 = lut_word(lut, ((win[mt][0] >> sh1) & gi.m4) | gi.lut_off);
+          const uint32_t a3 = lut_word(lut, ((win[mt][1] >> sh1) & gi.m4) | gi.lut_off);
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            mma16816(c[mt][nt], a0, a1, a2, a3, b1[nt][0], b1[nt][1]);
+            mma16816(c[mt][nt], a0, a1, a2, a3, b2[nt][0], b2[nt][1]);
+          }
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const uint32_t r = 16 * mt + 8 * hh + g8;
+          const float sc = half_bits(sub + st.off_ks + row_off(st, r, st.ks_seg, ks2) + 2 * g) * gi.f;
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            s[mt][nt][2 * hh] = __fmaf_rn(c[mt][nt][2 * hh], sc, s[mt][nt][2 * hh]);
+            s[mt][nt][2 * hh + 1] = __fmaf_rn(c[mt][nt][2 * hh + 1], sc, s[mt][nt][2 * hh + 1]);
+          }
+        }
+    }
+
+    // ---- softmax over the warp's rows; this thread's queries are 8 nt + 2 t4 + j.
+    float mstep[NT][2];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) mstep[nt][0] = mstep[nt][1] = -INFINITY;
+#pragma unroll
+    for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const bool ok = 16u * mt + 8u * hh + g8 < valid;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            float& x = s[mt][nt][2 * hh + j];
+            x = ok ? x : -INFINITY;
+            mstep[nt][j] = fmaxf(mstep[nt][j], x);
+          }
+      }
+    float corr[NT][2];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        float m = mstep[nt][j];
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 4));
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 8));
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 16));
+        const float mn = fmaxf(mrun[nt][j], m);
+        corr[nt][j] = mn == -INFINITY ? 1.0f : expf(mrun[nt][j] - mn);
+        mrun[nt][j] = mn;
+        lrun[nt][j] *= corr[nt][j];
+      }
+    // V scales of the rows and the step's exponent z: p * v_scale * 2^z < 2^15.
+    float sv[kMt][2], mx = 0.0f;
+#pragma unroll
+    for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const uint32_t r = 16 * mt + 8 * hh + g8;
+        sv[mt][hh] = r < valid ? half_bits(sub + st.off_vs + row_off(st, r, st.vs_seg, 2)) : 0.0f;
+        mx = fmaxf(mx, sv[mt][hh]);
+      }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+    const int z = prescale(mx);
+    const float pz = exp2i(z);
+#pragma unroll
+    for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const uint32_t r = 16 * mt + 8 * hh + g8;
+        const float svz = sv[mt][hh] * pz;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const float p0 = expf(s[mt][nt][2 * hh] - mrun[nt][0]);
+          const float p1 = expf(s[mt][nt][2 * hh + 1] - mrun[nt][1]);
+          lrun[nt][0] += p0;
+          lrun[nt][1] += p1;
+          *reinterpret_cast<uint2*>(pb + r * GQP + 8 * nt + 2 * t4) = make_uint2(split_hl(p0 * svz), split_hl(p1 * svz));
+        }
+      }
+    __syncwarp();  // P visible to the whole warp
+    const float fz = exp2i(z - zcur);
+    zcur = z;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const float f0 = corr[nt][0] * fz, f1 = corr[nt][1] * fz;
+#pragma unroll
+      for (int m = 0; m < MD; ++m) acc[m][nt][0] *= f0, acc[m][nt][1] *= f1, acc[m][nt][2] *= f0, acc[m][nt][3] *= f1;
+    }
+
+    // ---- V phase: 8 k-steps of 8 rows; this thread's rows 8 ks + t4 (+ 4), dims 2 MD g8 ...
+#pragma unroll 1
+    for (uint32_t ks = 0; ks < 8; ++ks) {
+      const uint32_t r0 = 8 * ks + t4, r1 = r0 + 4;
+      uint32_t b1[NT][2], b2[NT][2];
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const uint32_t y0 = pb[r0 * GQP + 8 * nt + g8], y1 = pb[r1 * GQP + 8 * nt + g8];
+        b1[nt][0] = dup_lo(y0), b1[nt][1] = dup_lo(y1);
+        b2[nt][0] = y0 >> 16, b2[nt][1] = y1 >> 16;
+      }
+      const uint32_t run = 2 * MD * g8 * vb;
+      const uint32_t vb0 = (kMmaSubPad + st.off_vc + row_off(st, r0, st.vc_seg, vc)) * 8 - 2 + run;
+      const uint32_t vb1 = (kMmaSubPad + st.off_vc + row_off(st, r1, st.vc_seg, vc)) * 8 - 2 + run;
+#pragma unroll
+      for (int mp = 0; mp < MD / 2; ++mp) {
+        const uint32_t w0 = bits32(words, vb0 + 4 * mp * vb), w1 = bits32(words, vb1 + 4 * mp * vb);
+        const uint32_t w0b = v_wide ? bits32(words, vb0 + (4 * mp + 2) * vb) : w0 >> (2 * vb);
+        const uint32_t w1b = v_wide ? bits32(words, vb1 + (4 * mp + 2) * vb) : w1 >> (2 * vb);
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          const uint32_t x0 = hf ? w0b : w0, x1 = hf ? w1b : w1;
+          const uint32_t a0 = lut_word(lut, (x0 & vm4) | vlut);
+          const uint32_t a1 = lut_word(lut, ((x0 >> vb) & vm4) | vlut);
+          const uint32_t a2 = lut_word(lut, (x1 & vm4) | vlut);
+          const uint32_t a3 = lut_word(lut, ((x1 >> vb) & vm4) | vlut);
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            mma16816(acc[2 * mp + hf][nt], a0, a1, a2, a3, b1[nt][0], b1[nt][1]);
+            mma16816(acc[2 * mp + hf][nt], a0, a1, a2, a3, b2[nt][0], b2[nt][1]);
+          }
+        }
+      }
+    }
+    __syncwarp();  // every lane is done with this buffer and with P
+    if (it + kMmaWarpStages < n_my)
+      warp_issue(buf + kMmaSubPad, hd, st, table, n_packed, a.page_size,
+                 t_begin + warp + (it + kMmaWarpStages) * kMmaWarps, lane);
+    cp_async_commit();
+  }
+
+  // ---- The CTA's partial: the four warps merged in a fixed order.
+  cp_async_wait<0>();
+  __syncthreads();  // every warp is done with its buffers: they become red [warp][GQP][D]
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      float l = lrun[nt][j];
+      l += __shfl_xor_sync(0xffffffffu, l, 4);
+      l += __shfl_xor_sync(0xffffffffu, l, 8);
+      l += __shfl_xor_sync(0xffffffffu, l, 16);
+      lrun[nt][j] = l;
+    }
+  const float unit = exp2i(-(zcur + kev));  // acc is in units of 2^-(z + kev)
+  float* red = reinterpret_cast<float*>(smem) + warp * GQP * D;
+#pragma unroll
+  for (int m = 0; m < MD; ++m)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const uint32_t q = 8 * nt + 2 * t4 + j, d = 2 * MD * g8 + 2 * m;
+        *reinterpret_cast<float2*>(red + q * D + d) = make_float2(acc[m][nt][j] * unit, acc[m][nt][2 + j] * unit);
+      }
+  if (g8 == 0) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        wm[warp * GQP + 8 * nt + 2 * t4 + j] = mrun[nt][j];
+        wl[warp * GQP + 8 * nt + 2 * t4 + j] = lrun[nt][j];
+      }
+  }
+  __syncthreads();
+  const size_t row0 = partial_row(a, seq, h, 0);
+  if (tid < GQP) {
+    float M = -INFINITY;
+    for (uint32_t w = 0; w < kMmaWarps; ++w) M = fmaxf(M, wm[w * GQP + tid]);
+    float L = 0.0f;
+    for (uint32_t w = 0; w < kMmaWarps; ++w) {
+      const float mw = wm[w * GQP + tid];
+      const float x = mw == -INFINITY ? 0.0f : expf(mw - M);
+      wt[w * GQP + tid] = x;
+      L += x * wl[w * GQP + tid];
+    }
+    if (tid < a.gqa) {
+      float* ml = a.ws_ml + ((row0 + tid) * a.splits + split) * 2;
+      ml[0] = M;
+      ml[1] = L;
+    }
+  }
+  __syncthreads();
+  const float* red0 = reinterpret_cast<const float*>(smem);
+  for (uint32_t idx = tid; idx < a.gqa * D; idx += kCtaThreads) {
+    const uint32_t q = idx / D, d = idx % D;
+    float v = 0.0f;
+    for (uint32_t w = 0; w < kMmaWarps; ++w) v = __fmaf_rn(wt[w * GQP + q], red0[(w * GQP + q) * D + d], v);
+    a.ws_acc[((row0 + q) * a.splits + split) * D + d] = v;
+  }
+}
+
+// Raises the kernel's dynamic shared-memory limit to at least `smem`, never lowers it (a host-side
+// attribute, not a stream operation; launches and occupancy queries of several sizes interleave).
+template <int NT, int MD>
+void ensure_smem(uint32_t smem) {
+  // Starts at 0, not 48 KiB: without the attribute the dynamic limit is 48 KiB minus the
+  // kernel's static shared memory (3.7 KiB here), so every size is set once explicitly.
+  static std::atomic<uint32_t> raised{0};
+  static std::mutex mu;
+  if (smem <= raised.load()) return;
+  std::lock_guard<std::mutex> lock(mu);
+  if (smem <= raised.load()) return;
+  check(cudaFuncSetAttribute(decode_mma_kernel<NT, MD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+        "cudaFuncSetAttribute(decode mma smem)");
+  raised.store(smem);
+}
+
+template <int NT, int MD>
+void launch(const KernelArgs& a, uint32_t n_kv, uint32_t n_seqs, uint32_t smem, cudaStream_t stream) {
+  ensure_smem<NT, MD>(smem);
+  decode_mma_kernel<NT, MD><<<dim3(a.splits, n_kv, n_seqs), kCtaThreads, smem, stream>>>(a);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) {
+    // Say what was asked of the launch: these numbers are what a launch failure depends on.
+    cudaFuncAttributes fa{};
+    cudaFuncGetAttributes(&fa, decode_mma_kernel<NT, MD>);
+    check(e, ("decode_mma_kernel<" + std::to_string(NT) + "," + std::to_string(MD) + "> launch (grid " +
+                 std::to_string(a.splits) + "x" + std::to_string(n_kv) + "x" + std::to_string(n_seqs) +
+                 ", dynamic smem " + std::to_string(smem) + ", static " + std::to_string(fa.sharedSizeBytes) +
+                 ", max dynamic " + std::to_string(fa.maxDynamicSharedSizeBytes) + ", regs " +
+                 std::to_string(fa.numRegs) + ", param bytes " + std::to_string(sizeof(KernelArgs)) + ")").c_str());
+  }
+}
+
+template <int NT, int MD>
+int occupancy(uint32_t smem) {
+  ensure_smem<NT, MD>(smem);
+  int n = 0;
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_mma_kernel<NT, MD>, int(kCtaThreads), smem),
+        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  return n;
+}
+
+}  // namespace
+
+void launch_decode_mma(const KernelArgs& a, uint32_t nt, uint32_t md, uint32_t n_kv, uint32_t n_seqs, uint32_t smem,
+                       cudaStream_t stream) {
+  if (nt == 1 && md == 4) launch<1, 4>(a, n_kv, n_seqs, smem, stream);
+  else if (nt == 1 && md == 8) launch<1, 8>(a, n_kv, n_seqs, smem, stream);
+  else if (nt == 1) launch<1, 16>(a, n_kv, n_seqs, smem, stream);
+  else if (md == 4) launch<2, 4>(a, n_kv, n_seqs, smem, stream);
+  else launch<2, 8>(a, n_kv, n_seqs, smem, stream);
+}
+
+int mma_ctas_per_sm(uint32_t nt, uint32_t md, uint32_t smem) {
+  // Cached per (device, kernel, smem): decode_attention plans every call, and a call inside a
+  // stream capture should not need the attribute and occupancy APIs again.
+  struct Entry {
+    int dev;
+    uint32_t nt, md, smem;
+    int n;
+  };
+  static std::mutex mu;
+  static std::vector<Entry> cache;
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (const Entry& e : cache)
+      if (e.dev == dev && e.nt == nt && e.md == md && e.smem == smem) return e.n;
+  }
+  int n = 0;
+  if (nt == 1 && md == 4) n = occupancy<1, 4>(smem);
+  else if (nt == 1 && md == 8) n = occupancy<1, 8>(smem);
+  else if (nt == 1) n = occupancy<1, 16>(smem);
+  else if (md == 4) n = occupancy<2, 4>(smem);
+  else n = occupancy<2, 8>(smem);
+  std::lock_guard<std::mutex> lock(mu);
+  cache.push_back({dev, nt, md, smem, n});
+  return n;
+}
+
+}  // namespace kvbits::cuda::decode_detail
