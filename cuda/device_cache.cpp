@@ -531,22 +531,16 @@ void CudaCache::removed(uint64_t id, const std::vector<uint32_t>& freed_pages) {
   }
 }
 
-void CudaCache::decode(uint32_t layer, const uint64_t* seqs, size_t n_seqs, const void* q, DType q_dtype, float* out,
-                       float* lse, float scale, void* stream) {
-  const ModelShape& sh = m_.plan.shape;
-  const uint32_t Hq = sh.n_q_heads, D = head_dim_;
+void CudaCache::describe_layer(DecodeParams& p, const char* op, uint32_t layer, const uint64_t* seqs, size_t n_seqs,
+                               float scale) const {
   const bool fp16_layer = m_.fp16_layer(layer);
-  const bool fp16_tokens = m_.sink + m_.window > 0 || fp16_layer;
-  const size_t q_rows = n_seqs * Hq;
-
-  DecodeParams p;
   p.n_seqs = uint32_t(std::min<size_t>(n_seqs, 0xFFFFFFFFu));
-  p.n_q_heads = Hq;
+  p.n_q_heads = m_.plan.shape.n_q_heads;
   if (fp16_layer) {
     p.heads = fp16_heads_[layer].as<DecodeHead>();
     p.heads_host = fp16_heads_host_[layer].data();
     p.n_kv_heads = n_heads_;
-    p.head_dim = D;
+    p.head_dim = head_dim_;
   } else {
     decode_tables_[layer]->fill(p);
   }
@@ -556,19 +550,42 @@ void CudaCache::decode(uint32_t layer, const uint64_t* seqs, size_t n_seqs, cons
   p.scale = scale;
   p.sm_count = ctx_.properties().sm_count;
   for (size_t i = 0; i < n_seqs; ++i) {
-    if (seqs[i] >= slots_.size()) fail(StatusCode::internal, "attention_decode: sequence id past max_sequences");
+    if (seqs[i] >= slots_.size()) fail(StatusCode::internal, std::string(op) + ": sequence id past max_sequences");
     p.max_len = std::max(p.max_len, m_.seqs.get(seqs[i]).layers[layer].len);
   }
+}
+
+void CudaCache::check_host_query(const char* op, const void* q, DType q_dtype, size_t q_rows) const {
+  const size_t Hq = m_.plan.shape.n_q_heads, D = head_dim_;
+  const size_t bad = attn::first_non_finite(q, q_dtype, q_rows * D);
+  if (bad != q_rows * D)
+    fail(StatusCode::invalid_argument, std::string(op) + ": query row " + std::to_string(bad / (Hq * D)) + ", head " +
+                                           std::to_string(bad % (Hq * D) / D) + ", dim " + std::to_string(bad % D) +
+                                           " is not finite");
+}
+
+SeqMirror CudaCache::seq_mirror() const {
+  SeqMirror mirror;
+  mirror.state = state_.as<uint32_t>();
+  mirror.offsets = offsets_.as<uint32_t>();
+  mirror.n_layers = n_layers_;
+  return mirror;
+}
+
+void CudaCache::decode(uint32_t layer, const uint64_t* seqs, size_t n_seqs, const void* q, DType q_dtype, float* out,
+                       float* lse, float scale, void* stream) {
+  const ModelShape& sh = m_.plan.shape;
+  const uint32_t Hq = sh.n_q_heads, D = head_dim_;
+  const bool fp16_layer = m_.fp16_layer(layer);
+  const bool fp16_tokens = m_.sink + m_.window > 0 || fp16_layer;
+  const size_t q_rows = n_seqs * Hq;
+
+  DecodeParams p;
+  describe_layer(p, "attention_decode", layer, seqs, n_seqs, scale);
 
   CudaContext::Call call(ctx_, stream);
   const bool q_dev = device_accessible(q), out_dev = device_accessible(out), lse_dev = lse && device_accessible(lse);
-  if (!q_dev) {
-    const size_t bad = attn::first_non_finite(q, q_dtype, q_rows * D);
-    if (bad != q_rows * D)
-      fail(StatusCode::invalid_argument, "attention_decode: query row " + std::to_string(bad / (size_t(Hq) * D)) +
-                                             ", head " + std::to_string(bad % (size_t(Hq) * D) / D) + ", dim " +
-                                             std::to_string(bad % D) + " is not finite");
-  }
+  if (!q_dev) check_host_query("attention_decode", q, q_dtype, q_rows);
   WsLayout ws;
   const size_t o_table = ws.add(n_seqs * 4), o_len = ws.add(n_seqs * 4), o_qend = ws.add(n_seqs * 4);
   const size_t o_blocks = ws.add(fp16_tokens ? n_seqs * 8 : 0);
@@ -586,10 +603,7 @@ void CudaCache::decode(uint32_t layer, const uint64_t* seqs, size_t n_seqs, cons
   const void* q_device = q_dev ? q : w + o_q;
   if (!q_dev) upload(w + o_q, q, q_rows * D * dtype_size(q_dtype), s, "attention_decode: cudaMemcpyAsync(q)");
 
-  SeqMirror mirror;
-  mirror.state = state_.as<uint32_t>();
-  mirror.offsets = offsets_.as<uint32_t>();
-  mirror.n_layers = n_layers_;
+  const SeqMirror mirror = seq_mirror();
   auto* table_offset = reinterpret_cast<uint32_t*>(w + o_table);
   auto* seq_len = reinterpret_cast<uint32_t*>(w + o_len);
   auto* seq_qend = reinterpret_cast<uint32_t*>(w + o_qend);
@@ -632,28 +646,12 @@ void CudaCache::extend(uint32_t layer, const uint64_t* seqs, const uint32_t* q_l
 
   ExtendParams e;
   DecodeParams& p = e.base;
-  p.n_seqs = uint32_t(std::min<size_t>(n_seqs, 0xFFFFFFFFu));
-  p.n_q_heads = Hq;
-  if (fp16_layer) {
-    p.heads = fp16_heads_[layer].as<DecodeHead>();
-    p.heads_host = fp16_heads_host_[layer].data();
-    p.n_kv_heads = n_heads_;
-    p.head_dim = D;
-  } else {
-    decode_tables_[layer]->fill(p);
-    extend_tables_[layer]->fill(e);
-  }
-  p.page_size = m_.page_size;
-  p.sink_tokens = m_.sink, p.window_tokens = m_.window;
-  p.fp16_layer = fp16_layer;
-  p.scale = scale;
-  p.sm_count = ctx_.properties().sm_count;
+  describe_layer(p, "attention_extend", layer, seqs, n_seqs, scale);
+  if (!fp16_layer) extend_tables_[layer]->fill(e);
   // Query counts and first rows, on the host; they travel with the call's descriptors.
   std::vector<uint32_t> counts(2 * n_seqs);
   uint64_t total = 0;
   for (size_t i = 0; i < n_seqs; ++i) {
-    if (seqs[i] >= slots_.size()) fail(StatusCode::internal, "attention_extend: sequence id past max_sequences");
-    p.max_len = std::max(p.max_len, m_.seqs.get(seqs[i]).layers[layer].len);
     e.max_q_len = std::max(e.max_q_len, q_len[i]);
     counts[i] = q_len[i];
     counts[n_seqs + i] = uint32_t(total);
@@ -669,13 +667,7 @@ void CudaCache::extend(uint32_t layer, const uint64_t* seqs, const uint32_t* q_l
     fail(StatusCode::unsupported, "attention_extend: cannot be captured into a CUDA graph (the per-sequence query "
                                   "counts are uploaded with the call); capture attention_decode instead");
   const bool q_dev = device_accessible(q), out_dev = device_accessible(out), lse_dev = lse && device_accessible(lse);
-  if (!q_dev) {
-    const size_t bad = attn::first_non_finite(q, q_dtype, q_rows * D);
-    if (bad != q_rows * D)
-      fail(StatusCode::invalid_argument, "attention_extend: query row " + std::to_string(bad / (size_t(Hq) * D)) +
-                                             ", head " + std::to_string(bad % (size_t(Hq) * D) / D) + ", dim " +
-                                             std::to_string(bad % D) + " is not finite");
-  }
+  if (!q_dev) check_host_query("attention_extend", q, q_dtype, q_rows);
   WsLayout ws;
   const size_t o_table = ws.add(n_seqs * 4), o_len = ws.add(n_seqs * 4), o_qend = ws.add(n_seqs * 4);
   const size_t o_blocks = ws.add(fp16_tokens ? n_seqs * 8 : 0);
@@ -690,10 +682,7 @@ void CudaCache::extend(uint32_t layer, const uint64_t* seqs, const uint32_t* q_l
   if (!q_dev) upload(w + o_q, q, q_rows * D * dtype_size(q_dtype), s, "attention_extend: cudaMemcpyAsync(q)");
   upload(w + o_counts, counts.data(), counts.size() * 4, s, "attention_extend: cudaMemcpyAsync(query counts)");
 
-  SeqMirror mirror;
-  mirror.state = state_.as<uint32_t>();
-  mirror.offsets = offsets_.as<uint32_t>();
-  mirror.n_layers = n_layers_;
+  const SeqMirror mirror = seq_mirror();
   auto* table_offset = reinterpret_cast<uint32_t*>(w + o_table);
   auto* seq_len = reinterpret_cast<uint32_t*>(w + o_len);
   auto* seq_qend = reinterpret_cast<uint32_t*>(w + o_qend);

@@ -46,6 +46,13 @@ class CudaCache final : public cache_detail::DeviceCache {
   void extend(uint32_t layer, const uint64_t* seqs, const uint32_t* q_len, size_t n_seqs, const void* q,
               DType q_dtype, float* out, float* lse, float scale, void* stream) override;
 
+  // The attention calls' shared parts: the layer's descriptors in p (op names errors), the
+  // non-finite check of a host query, the device mirror decode and extend gather from.
+  void describe_layer(DecodeParams& p, const char* op, uint32_t layer, const uint64_t* seqs, size_t n_seqs,
+                      float scale) const;
+  void check_host_query(const char* op, const void* q, DType q_dtype, size_t q_rows) const;
+  SeqMirror seq_mirror() const;
+
   // Tests: every coordinate takes the exact fp64 path of the append's encoder (append.cu).
   void set_force_exact(bool on) { force_exact_ = on; }
   // Benchmarks: cudaEvent_t handles recorded around the encode launch ([0], [1]) and the commit
