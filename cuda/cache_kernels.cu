@@ -44,33 +44,6 @@ __global__ void gather_kernel(SeqMirror m, uint32_t layer, GatherIds ids, uint32
     fp16_blocks[i] = reinterpret_cast<const uint16_t*>(uint64_t(st[2]) | (uint64_t(st[3]) << 32));
 }
 
-__device__ __forceinline__ float load_q(const void* q, size_t i, uint32_t dtype) {
-  if (dtype == 0) return static_cast<const float*>(q)[i];
-  const unsigned short b = static_cast<const unsigned short*>(q)[i];
-  if (dtype == 1) return __half2float(__ushort_as_half(b));
-  return __uint_as_float(uint32_t(b) << 16);
-}
-
-// Block (query head, sequence); thread s computes slot s.
-__global__ void rotate_kernel(const AppendHead* heads, uint32_t n_q, uint32_t gqa, uint32_t D, const void* q,
-                              uint32_t dtype, float* q_rot) {
-  const uint32_t qh = blockIdx.x, seq = blockIdx.y;
-  const AppendHead& hd = heads[qh / gqa];
-  const size_t base = (size_t(seq) * n_q + qh) * D;
-  for (uint32_t s = threadIdx.x; s < D; s += blockDim.x) {
-    uint32_t g = 0;
-    while (g + 1 < hd.n_k_groups && hd.k[g + 1].first <= s) ++g;
-    const AppendGroup gr = hd.k[g];
-    const uint32_t r = s - gr.first;
-    double acc = 0.0;
-    for (uint32_t j = 0; j < gr.dims; ++j) {
-      const float w = hd.rot[gr.rot_offset + ((j >> 2) * gr.dims + r) * 4 + (j & 3)];
-      acc = fma(double(w), double(load_q(q, base + hd.slot_dim[gr.first + j], dtype)), acc);
-    }
-    q_rot[base + s] = float(acc);
-  }
-}
-
 }  // namespace
 
 void zero_pages(const AppendHead* heads, uint32_t n_regions, const uint32_t* pages, uint32_t n_pages, void* stream) {
@@ -97,16 +70,6 @@ void gather_batch(const SeqMirror& mirror, uint32_t layer, const uint64_t* ids, 
         mirror, layer, g, table_offset, seq_len, seq_qend, fp16_blocks);
     check_cuda(cudaGetLastError(), "gather launch");
   }
-}
-
-void rotate_queries(const AppendHead* heads, uint32_t n_q_heads, uint32_t n_kv_heads, uint32_t head_dim,
-                    const void* q, uint32_t q_dtype, size_t n_seqs, float* q_rot, void* stream) {
-  if (n_seqs == 0) return;
-  if (n_seqs > 65535) fail(StatusCode::unsupported, "rotate_queries: more than 65535 sequences in one launch");
-  const uint32_t threads = std::min<uint32_t>(256, (head_dim + 31) / 32 * 32);
-  rotate_kernel<<<dim3(n_q_heads, uint32_t(n_seqs)), threads, 0, static_cast<cudaStream_t>(stream)>>>(
-      heads, n_q_heads, n_q_heads / n_kv_heads, head_dim, q, q_dtype, q_rot);
-  check_cuda(cudaGetLastError(), "rotate_queries launch");
 }
 
 }  // namespace kvbits::cuda

@@ -32,10 +32,4 @@ constexpr uint32_t kGatherIds = 960;  // keeps the launch arguments under 4 KB
 void gather_batch(const SeqMirror& mirror, uint32_t layer, const uint64_t* ids, size_t n_seqs, uint32_t* table_offset,
                   uint32_t* seq_len, uint32_t* seq_qend, const uint16_t** fp16_blocks, void* stream);
 
-// q_rot[s][qh] = R_g q per K group in hp order (fp64 sums over ascending j, rounded to fp32):
-// exactly TqQuantizer::rotate_query. q [n_seqs][n_q_heads][D] in q_dtype (kvbits::DType);
-// KV head of qh: qh / (n_q_heads / n_kv_heads); heads: the layer's AppendHead array (device).
-void rotate_queries(const AppendHead* heads, uint32_t n_q_heads, uint32_t n_kv_heads, uint32_t head_dim,
-                    const void* q, uint32_t q_dtype, size_t n_seqs, float* q_rot, void* stream);
-
 }  // namespace kvbits::cuda
