@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu_bench_util.hpp"
 #include "cuda/device_cache.hpp"
 #include "kvbits/cache.hpp"
 #include "kvbits/calibrator.hpp"
@@ -35,15 +36,6 @@
 using namespace kvbits;
 
 namespace {
-
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
 
 struct Shape {
   const char* name;
@@ -73,31 +65,6 @@ std::shared_ptr<const Plan> k3v3_plan(const Shape& sh) {
   PlanOptions o;
   o.k_avg_bits = 3.0, o.v_bits = 3;
   return std::make_shared<const Plan>(build_plan(acc, o));
-}
-
-double copy_bandwidth_gbs() {
-  const size_t bytes = size_t(1) << 30;
-  void *a, *b;
-  CK(cudaMalloc(&a, bytes));
-  CK(cudaMalloc(&b, bytes));
-  CK(cudaMemset(a, 0x5A, bytes));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  std::vector<float> ms;
-  for (int i = 0; i < 12; ++i) {
-    CK(cudaEventRecord(e0));
-    CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float t = 0;
-    CK(cudaEventElapsedTime(&t, e0, e1));
-    if (i >= 2) ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  CK(cudaFree(a));
-  CK(cudaFree(b));
-  return 2.0 * double(bytes) / (double(ms[ms.size() / 2]) * 1e6);
 }
 
 double median(std::vector<double> v) {

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu_bench_util.hpp"
 #include "bench_decode_fill.hpp"
 #include "cache/page_layout.hpp"
 #include "cuda/decode.hpp"
@@ -38,15 +39,6 @@
 using namespace kvbits;
 
 namespace {
-
-#define CK(x)                                                                                       \
-  do {                                                                                              \
-    cudaError_t e_ = (x);                                                                           \
-    if (e_ != cudaSuccess) {                                                                        \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));      \
-      std::exit(1);                                                                                 \
-    }                                                                                               \
-  } while (0)
 
 struct Shape {
   const char* name;
@@ -85,34 +77,6 @@ HeadQuantizers make_head(uint32_t D, const LayoutSpec& spec, uint64_t seed) {
   for (size_t g = 0; g < lay.groups.size(); ++g) rots.push_back(haar_rotation(lay.groups[g].dims, seed * 16 + g));
   const auto cb = codebooks();
   return {make_key_quantizer(lay, rots, cb), make_value_quantizer(D, spec.bits, haar_rotation(D, seed * 16 + 15), cb)};
-}
-
-double copy_bandwidth_gbs() {
-  const size_t bytes = size_t(1) << 30;
-  void *a, *b;
-  CK(cudaMalloc(&a, bytes));
-  CK(cudaMalloc(&b, bytes));
-  CK(cudaMemset(a, 0x5A, bytes));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  for (int i = 0; i < 5; ++i) CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
-  std::vector<float> ms;
-  for (int i = 0; i < 20; ++i) {
-    CK(cudaEventRecord(e0));
-    CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float t;
-    CK(cudaEventElapsedTime(&t, e0, e1));
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  CK(cudaFree(a));
-  CK(cudaFree(b));
-  CK(cudaEventDestroy(e0));
-  CK(cudaEventDestroy(e1));
-  return 2.0 * double(bytes) / (ms[ms.size() / 2] * 1e6);
 }
 
 struct Timing {
