@@ -20,8 +20,12 @@ kvbits::AttentionParams to_params(const kvb_attention_params* params) {
   kvbits::capi::check_reserved_zero(p.reserved, "kvb_attention_params");
   if (!std::isfinite(p.scale) || p.scale < 0.0f)
     bad_arg("kvb_attention_params.scale must be finite and >= 0 (0 = 1/sqrt(head_dim))");
+  if (p.precision != KVB_PRECISION_FP16 && p.precision != KVB_PRECISION_FP32)
+    bad_arg("kvb_attention_params.precision must be KVB_PRECISION_FP16 (0) or KVB_PRECISION_FP32 (1), got " +
+            std::to_string(p.precision));
   kvbits::AttentionParams r;
   r.scale = p.scale;
+  r.precision = p.precision == KVB_PRECISION_FP32 ? kvbits::Precision::fp32 : kvbits::Precision::fp16;
   return r;
 }
 

@@ -450,10 +450,20 @@ KVB_API kvb_status kvb_cache_get_stats(const kvb_cache* cache, kvb_cache_stats* 
 /* ---- attention ---------------------------------------------------------------------------
  * Attention on the packed cache. The query's own key and value must have been appended first. */
 
+/* How the CUDA backend forms its products (the CPU backend computes in fp32 either way).
+ * KVB_PRECISION_FP16 (default): fp16 tensor-core operands (q, centroids, softmax weights) with fp32
+ *   accumulation, the precision of an fp16 attention kernel: outputs within about 2e-3 relative of
+ *   the fp32 CPU backend.
+ * KVB_PRECISION_FP32: fp32-grade products: decode within about 1e-5 of the CPU backend, 1.2-1.4x
+ *   slower at long contexts; extend refuses it (KVB_ERR_UNSUPPORTED). */
+#define KVB_PRECISION_FP16 0u
+#define KVB_PRECISION_FP32 1u
+
 typedef struct kvb_attention_params {
   uint32_t struct_size; /* = sizeof(kvb_attention_params) */
   float scale;          /* softmax scale, finite and >= 0; 0 (default) = 1/sqrt(head_dim) */
-  uint32_t reserved[6]; /* must be zero */
+  uint32_t precision;   /* KVB_PRECISION_FP16 (default) or KVB_PRECISION_FP32 */
+  uint32_t reserved[5]; /* must be zero */
 } kvb_attention_params;
 
 /* Fills the defaults and sets struct_size. NULL is a no-op. */
@@ -470,7 +480,8 @@ KVB_API void kvb_attention_params_default(kvb_attention_params* params);
  * KVB_ERR_OUT_OF_MEMORY; KVB_ERR_DEVICE; KVB_ERR_UNSUPPORTED (CUDA: what the GPU decode kernel
  * does not serve yet, see kvb_plan_supported; host tensors while `stream` is being captured).
  * On failure out and lse are not written.
- * CUDA: results match the CPU backend to about 1e-6 relative (fp32 in a different order). */
+ * CUDA: KVB_PRECISION_FP16 (default) is within about 2e-3 relative of the CPU backend (fp16
+ * tensor-core operands), KVB_PRECISION_FP32 within about 1e-5 (fp32-grade products). */
 KVB_API kvb_status kvb_attention_decode(kvb_cache* cache, uint32_t layer, const uint64_t* seqs, size_t n_seqs,
                                         const void* q, kvb_dtype q_dtype, float* out, float* lse,
                                         const kvb_attention_params* params, void* stream, kvb_error* err);
@@ -482,7 +493,8 @@ KVB_API kvb_status kvb_attention_decode(kvb_cache* cache, uint32_t layer, const 
  *   out [sum(q_len), n_q_heads, head_dim] fp32;  lse [sum(q_len), n_q_heads] fp32 or NULL
  * Returns what kvb_attention_decode returns, plus KVB_ERR_NULL_POINTER for q_len and
  * KVB_ERR_INVALID_ARGUMENT when q_len[i] exceeds the sequence's length.
- * CUDA: tensor cores with fp16 operands, within about 3e-3 relative of the fp32 CPU backend
+ * CUDA: tensor cores with fp16 operands, within about 3e-3 relative of the fp32 CPU backend;
+ * KVB_PRECISION_FP32 is refused with KVB_ERR_UNSUPPORTED
  * (docs/gpu-extend.md); the call uploads the query counts, so it cannot be graph-captured.
  * On failure out and lse are not written. */
 KVB_API kvb_status kvb_attention_extend(kvb_cache* cache, uint32_t layer, const uint64_t* seqs,

@@ -1,7 +1,7 @@
 // Host side of the fused decode attention (docs/gpu-decode.md): validation, the launch plan
 // (kernel, split counts, shared memory) and the decode + merge launches. The kernels live in
-// decode_scalar.cu (first version), decode_mma.cu (tensor cores), decode_fp16_layer.cu and
-// decode_merge.cu.
+// decode_scalar.cu (first version), decode_mma.cu (tensor cores, fp32-grade), decode_fast.cu
+// (tensor cores, fp16 operands), decode_fp16_layer.cu and decode_merge.cu.
 //
 // Byte floor: every packed byte of the batch is read exactly once, i.e.
 //   sum over (sequence, KV head) of len * (k_code_bytes + 2 * n_k_groups + v_code_bytes + 2)
@@ -59,13 +59,23 @@ bool mma_serves(uint32_t D, uint32_t gqa) {
   return (D == 64 || D == 128 || D == 256) && gqa <= kDecodeMaxGqa && !(D == 256 && gqa > 8);
 }
 
+// The fp16-operand kernel also needs V pair tables (V codes of at most kFastPairMaxBits bits).
+bool fast_serves(const DecodeParams& p, uint32_t D, uint32_t gqa) {
+  if (!mma_serves(D, gqa)) return false;
+  for (uint32_t h = 0; h < p.n_kv_heads; ++h)
+    if (p.heads_host[h].v_bits > kFastPairMaxBits) return false;
+  return true;
+}
+
+const char* variant_name(uint32_t v) { return v == kDecodeVariantFast ? "fast" : "tensor-core"; }
+
 // What decode_attention launches; everything here depends only on the shape fields, the head
 // layouts, max_len, splits, variant and the device.
 struct LaunchPlan {
-  uint32_t variant = 0;  // 0: fp16 layer, else kDecodeVariantScalar / kDecodeVariantMma
+  uint32_t variant = 0;  // 0: fp16 layer, else kDecodeVariantScalar / Mma / Fast
   uint32_t gq = 1, nt = 1, md = 0;
   uint32_t packed_splits = 1, fp16_splits = 0, fp16_chunk = 0;
-  uint32_t smem = 0, stage_stride = 0, stages = 0, mma_chunks = 0;
+  uint32_t smem = 0, stage_stride = 0, stages = 0, mma_chunks = 0, lut_words = 0;
 };
 
 uint32_t ceil_div(uint64_t a, uint64_t b) { return uint32_t((a + b - 1) / b); }
@@ -92,8 +102,9 @@ uint32_t max_sub_tile_bytes(const DecodeParams& p) {
 
 LaunchPlan plan_launch(const DecodeParams& p) {
   if (!p.heads_host) fail(StatusCode::null_pointer, "decode_attention: heads_host is null");
-  if (p.variant > kDecodeVariantMma)
-    fail(StatusCode::invalid_argument, "decode_attention: variant must be 0 (auto), 1 (scalar) or 2 (mma)");
+  if (p.variant > kDecodeVariantFast)
+    fail(StatusCode::invalid_argument,
+         "decode_attention: variant must be 0 (auto), 1 (scalar), 2 (mma) or 3 (fast)");
   const uint32_t D = p.head_dim, gqa = p.n_q_heads / std::max(1u, p.n_kv_heads);
   const Device dev = device(p);
   LaunchPlan lp;
@@ -110,29 +121,45 @@ LaunchPlan plan_launch(const DecodeParams& p) {
     lp.packed_splits = split_count(p, 4ull * dev.sms, kScalarStepRows, true);
   } else {
     uint32_t v = p.variant;
-    if (v == kDecodeVariantMma && !mma_serves(D, gqa))
-      fail(StatusCode::unsupported, "decode_attention: the tensor-core kernel serves head_dim 64/128/256 (GQA <= 8 at "
-                                    "256, <= 16 otherwise); got head_dim " + std::to_string(D) + ", GQA " +
-                                        std::to_string(gqa));
+    if ((v == kDecodeVariantMma || v == kDecodeVariantFast) && !mma_serves(D, gqa))
+      fail(StatusCode::unsupported, std::string("decode_attention: the ") + variant_name(v) +
+                                        " kernel serves head_dim 64/128/256 (GQA <= 8 at 256, <= 16 otherwise); got "
+                                        "head_dim " + std::to_string(D) + ", GQA " + std::to_string(gqa));
+    if (v == kDecodeVariantFast && !fast_serves(p, D, gqa))
+      fail(StatusCode::unsupported, "decode_attention: the fast kernel serves V codes of at most " +
+                                        std::to_string(kFastPairMaxBits) + " bits");
     const uint32_t sub_max = max_sub_tile_bytes(p);
-    uint32_t chunks = 0;
-    for (uint32_t h = 0; h < p.n_kv_heads; ++h) chunks = std::max(chunks, mma_chunks(p.heads_host[h]));
+    uint32_t chunks = 0, fchunks = 0, lut_words = 0;
+    for (uint32_t h = 0; h < p.n_kv_heads; ++h) {
+      chunks = std::max(chunks, mma_chunks(p.heads_host[h]));
+      fchunks = std::max(fchunks, fast_chunks(p.heads_host[h]));
+      lut_words = std::max(lut_words, fast_lut_words(p.heads_host[h]));
+    }
     const uint32_t mma_nt = gqa > 8 ? 2 : 1, mma_stride = mma_buffer_bytes(sub_max);
     const uint32_t mma_smem = mma_smem_plan(mma_stride, D, mma_nt, chunks).total;
+    const uint32_t fast_smem = mma_smem_plan(mma_stride, D, mma_nt, fchunks, lut_words).total;
     const bool mma_fits = mma_smem + static_smem + kMmaLutWords * 4 + 1024 <= uint32_t(dev.optin);
-    if (v == kDecodeVariantMma && !mma_fits)
-      fail(StatusCode::unsupported, "decode_attention: the tensor-core kernel needs " + std::to_string(mma_smem) +
+    const bool fast_fits = fast_smem + static_smem + 1024 <= uint32_t(dev.optin);
+    if ((v == kDecodeVariantMma && !mma_fits) || (v == kDecodeVariantFast && !fast_fits))
+      fail(StatusCode::unsupported, std::string("decode_attention: the ") + variant_name(v) + " kernel needs " +
+                                        std::to_string(v == kDecodeVariantFast ? fast_smem : mma_smem) +
                                         " bytes of shared memory per block, the device allows " +
                                         std::to_string(dev.optin));
-    if (v == kDecodeVariantAuto) v = mma_serves(D, gqa) && mma_fits ? kDecodeVariantMma : kDecodeVariantScalar;
+    if (v == kDecodeVariantAuto)
+      v = !p.fp32_products && fast_serves(p, D, gqa) && fast_fits ? kDecodeVariantFast
+          : mma_serves(D, gqa) && mma_fits    ? kDecodeVariantMma
+                                              : kDecodeVariantScalar;
     lp.variant = v;
-    if (v == kDecodeVariantMma) {
+    if (v == kDecodeVariantMma || v == kDecodeVariantFast) {
+      const bool fast = v == kDecodeVariantFast;
       lp.nt = mma_nt;
       lp.md = D / 16;
-      lp.mma_chunks = chunks;
+      lp.mma_chunks = fast ? fchunks : chunks;
+      lp.lut_words = fast ? lut_words : 0;
       lp.stage_stride = mma_stride;
-      lp.smem = mma_smem;
-      const int per_sm = std::max(1, mma_ctas_per_sm(lp.nt, lp.md, lp.smem));
+      lp.smem = fast ? fast_smem : mma_smem;
+      const int per_sm =
+          std::max(1, fast ? fast_ctas_per_sm(lp.nt, lp.md, lp.smem) : mma_ctas_per_sm(lp.nt, lp.md, lp.smem));
       lp.packed_splits = split_count(p, uint64_t(per_sm) * dev.sms, kMmaUnitRows, false);
     } else {
       uint32_t stages = 3;
@@ -214,8 +241,9 @@ void validate(const DecodeParams& p) {
     fail(StatusCode::unsupported, "decode_attention: more than 65535 sequences or KV heads in one launch");
   if (!std::isfinite(p.scale) || p.scale < 0.0f)
     fail(StatusCode::invalid_argument, "decode_attention: scale must be finite and >= 0");
-  if (p.variant > kDecodeVariantMma)
-    fail(StatusCode::invalid_argument, "decode_attention: variant must be 0 (auto), 1 (scalar) or 2 (mma)");
+  if (p.variant > kDecodeVariantFast)
+    fail(StatusCode::invalid_argument,
+         "decode_attention: variant must be 0 (auto), 1 (scalar), 2 (mma) or 3 (fast)");
   if (p.q && p.q_dtype > 2)
     fail(StatusCode::invalid_argument, "decode_attention: q_dtype must be 0 (f32), 1 (f16) or 2 (bf16)");
   if (!p.heads || !p.heads_host || !p.page_table || !p.table_offset || !p.seq_len || !p.out || !p.workspace ||
@@ -245,11 +273,34 @@ uint32_t decode_fp16_splits(const DecodeParams& p) {
 
 uint32_t decode_variant(const DecodeParams& p) { return plan_launch(p).variant; }
 
-size_t decode_workspace_bytes(const DecodeParams& p) {
-  const LaunchPlan lp = plan_launch(p);
+namespace {
+
+// Byte offsets of the workspace's parts: split accumulators, (max, sum) pairs, and for the fast
+// kernel its centroid tables and prepared blocks.
+struct WorkspaceLayout {
+  size_t ml, lut, prep, total;
+};
+
+size_t align256(size_t x) { return (x + 255) / 256 * 256; }
+
+WorkspaceLayout workspace_layout(const DecodeParams& p, const LaunchPlan& lp) {
   const size_t rows = size_t(p.n_seqs) * p.n_q_heads * (lp.packed_splits + lp.fp16_splits);
-  return (rows * p.head_dim * 4 + 255) / 256 * 256 + rows * 2 * 4;
+  WorkspaceLayout w{};
+  w.ml = align256(rows * p.head_dim * 4);
+  w.lut = w.ml + rows * 2 * 4;
+  w.prep = w.lut;
+  w.total = w.lut;
+  if (lp.variant == kDecodeVariantFast) {
+    w.lut = align256(w.lut);
+    w.prep = align256(w.lut + size_t(p.n_kv_heads) * lp.lut_words * 4);
+    w.total = w.prep + size_t(p.n_seqs) * p.n_kv_heads * fast_prep_words(lp.mma_chunks, lp.nt) * 4;
+  }
+  return w;
 }
+
+}  // namespace
+
+size_t decode_workspace_bytes(const DecodeParams& p) { return workspace_layout(p, plan_launch(p)).total; }
 
 void decode_attention(const DecodeParams& p, void* stream_ptr) {
   if (p.n_seqs == 0) return;
@@ -266,14 +317,22 @@ void decode_attention(const DecodeParams& p, void* stream_ptr) {
   a.sink = p.sink_tokens, a.window = p.window_tokens;
   a.packed_splits = lp.packed_splits, a.splits = lp.packed_splits + lp.fp16_splits, a.fp16_chunk = lp.fp16_chunk;
   a.fp16_layer = p.fp16_layer ? 1u : 0u;
-  a.stage_stride = lp.stage_stride, a.stages = lp.stages, a.mma_chunks = lp.mma_chunks;
-  const size_t rows = size_t(p.n_seqs) * p.n_q_heads * a.splits;
-  a.ws_acc = static_cast<float*>(p.workspace);
-  a.ws_ml = reinterpret_cast<float*>(static_cast<uint8_t*>(p.workspace) + (rows * D * 4 + 255) / 256 * 256);
+  a.stage_stride = lp.stage_stride, a.stages = lp.stages, a.mma_chunks = lp.mma_chunks, a.lut_words = lp.lut_words;
+  const WorkspaceLayout wl = workspace_layout(p, lp);
+  uint8_t* ws = static_cast<uint8_t*>(p.workspace);
+  a.ws_acc = reinterpret_cast<float*>(ws);
+  a.ws_ml = reinterpret_cast<float*>(ws + wl.ml);
+  a.ws_lut = reinterpret_cast<uint32_t*>(ws + wl.lut);
+  a.ws_prep = reinterpret_cast<uint32_t*>(ws + wl.prep);
+  a.prep_words = lp.variant == kDecodeVariantFast ? fast_prep_words(lp.mma_chunks, lp.nt) : 0;
 
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   if (lp.variant == 0) launch_decode_fp16_layer(a, lp.gq, p.n_kv_heads, p.n_seqs, lp.smem, stream);
   else if (lp.variant == kDecodeVariantMma) launch_decode_mma(a, lp.nt, lp.md, p.n_kv_heads, p.n_seqs, lp.smem, stream);
+  else if (lp.variant == kDecodeVariantFast) {
+    launch_decode_fast_prep(a, lp.nt, p.n_kv_heads, p.n_seqs, stream);
+    launch_decode_fast(a, lp.nt, lp.md, p.n_kv_heads, p.n_seqs, lp.smem, stream);
+  }
   else launch_decode_scalar(a, lp.gq, p.n_kv_heads, p.n_seqs, lp.smem, stream);
   launch_merge(a, p.n_seqs, stream);
 }

@@ -55,9 +55,11 @@ struct DecodeHead {
 };
 
 // Kernels for the packed splits of a quantized layer (DecodeParams::variant).
-constexpr uint32_t kDecodeVariantAuto = 0;    // tensor cores where shape and shared memory allow, else scalar
+constexpr uint32_t kDecodeVariantAuto = 0;    // the fastest kernel that serves the layer: fast, else mma, else scalar
 constexpr uint32_t kDecodeVariantScalar = 1;  // first version: fp32 FMAs, any D (multiple of 8)
-constexpr uint32_t kDecodeVariantMma = 2;     // tensor cores (mma.sync f16, hi/lo split): D 64/128/256
+constexpr uint32_t kDecodeVariantMma = 2;     // tensor cores (mma.sync f16, hi/lo split): D 64/128/256, fp32-grade
+constexpr uint32_t kDecodeVariantFast = 3;    // tensor cores, fp16 operands (an fp16 kernel's precision): D 64/128/256,
+                                              // V codes <= 5 bits
 
 struct DecodeParams {
   uint32_t n_seqs = 0, n_q_heads = 0, n_kv_heads = 0, head_dim = 0;
@@ -96,6 +98,7 @@ struct DecodeParams {
   uint32_t splits = 0;           // 0 = automatic (decode_splits); else forced (tests)
   int sm_count = 0;              // 0 = read from the current device
   uint32_t variant = kDecodeVariantAuto;  // kernel for the packed splits (quantized layers)
+  bool fp32_products = false;  // kDecodeVariantAuto picks among the fp32-grade kernels only (mma, scalar)
 };
 
 // Packed splits per (sequence, KV head): enough CTAs to fill the GPU at batch 1, each at least
@@ -106,8 +109,8 @@ uint32_t decode_splits(const DecodeParams& p);
 // Splits for the fp16 sink and window tokens per (sequence, KV head): 0 when S + W == 0, else
 // ceil((S + W) / 128) (at most 1024); each takes a contiguous range of sink and ring rows.
 uint32_t decode_fp16_splits(const DecodeParams& p);
-// The kernel decode_attention runs for the packed splits (kDecodeVariantScalar or
-// kDecodeVariantMma; 0 for an fp16 layer, whose rows need neither). Error as decode_attention.
+// The kernel decode_attention runs for the packed splits (kDecodeVariantScalar, kDecodeVariantMma
+// or kDecodeVariantFast; 0 for an fp16 layer, whose rows need none of them). Error as decode_attention.
 uint32_t decode_variant(const DecodeParams& p);
 // Workspace for the split partials, partials P = decode_splits + decode_fp16_splits:
 // align256(n_seqs * n_q_heads * P * D * 4) + n_seqs * n_q_heads * P * 2 * 4 bytes

@@ -28,6 +28,8 @@ struct KernelArgs {
   const void* q;
   float* ws_acc;  // [n_seqs * n_q][splits][D]
   float* ws_ml;   // [n_seqs * n_q][splits][2]: running max, sum of exp
+  uint32_t* ws_lut;   // fast kernel: [n_kv][lut_words] centroid tables (decode_fast_prep)
+  uint32_t* ws_prep;  // fast kernel: [n_seqs][n_kv][prep_words] prepared blocks (decode_fast_prep)
   float* out;
   float* lse;
   float scale;
@@ -37,7 +39,9 @@ struct KernelArgs {
   uint32_t packed_splits, splits, fp16_chunk;
   uint32_t fp16_layer;
   uint32_t stage_stride, stages;  // scalar kernel: bytes per stage and stage count; mma kernel: bytes per warp buffer
-  uint32_t mma_chunks;            // mma kernel: most 8-slot K chunks of any head (sizes its q' operands)
+  uint32_t mma_chunks;            // tensor-core kernels: most K chunks of any head (sizes the q' operands)
+  uint32_t lut_words;             // fast kernel: most centroid-table words of any head
+  uint32_t prep_words;            // fast kernel: words of one prepared block
 };
 
 // Launchers (no synchronisation; check the launch error). gq: query heads per KV head rounded up
@@ -46,12 +50,16 @@ void launch_decode_scalar(const KernelArgs& a, uint32_t gq, uint32_t n_kv, uint3
                           cudaStream_t stream);
 void launch_decode_mma(const KernelArgs& a, uint32_t nt, uint32_t md, uint32_t n_kv, uint32_t n_seqs, uint32_t smem,
                        cudaStream_t stream);
+void launch_decode_fast_prep(const KernelArgs& a, uint32_t nt, uint32_t n_kv, uint32_t n_seqs, cudaStream_t stream);
+void launch_decode_fast(const KernelArgs& a, uint32_t nt, uint32_t md, uint32_t n_kv, uint32_t n_seqs, uint32_t smem,
+                        cudaStream_t stream);
 void launch_decode_fp16_layer(const KernelArgs& a, uint32_t gq, uint32_t n_kv, uint32_t n_seqs, uint32_t smem,
                               cudaStream_t stream);
 void launch_merge(const KernelArgs& a, uint32_t n_seqs, cudaStream_t stream);
 
 // Resident CTAs per SM of the tensor-core kernel with `smem` dynamic bytes (occupancy query).
 int mma_ctas_per_sm(uint32_t nt, uint32_t md, uint32_t smem);
+int fast_ctas_per_sm(uint32_t nt, uint32_t md, uint32_t smem);
 
 void check(cudaError_t e, const char* what);
 

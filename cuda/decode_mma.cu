@@ -22,23 +22,14 @@
 //            per-warp transpose buffer. acc stays in V's rotated basis; the merge un-rotates.
 // The group and V scales, the softmax scale and the power-of-two factors are applied in fp32
 // outside the MMAs.
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
-#include <atomic>
-#include <mutex>
 #include <string>
-#include <vector>
 
-#include "cuda/decode_common.cuh"
-#include "cuda/decode_mma.cuh"
+#include "cuda/decode_mma_util.cuh"
 #include "cuda/decode_plain.cuh"
 
 namespace kvbits::cuda::decode_detail {
 
 namespace {
-
-constexpr uint32_t kMt = 4;  // 16-row m-tiles per warp step (64 rows: one sub-tile)
 
 // One K group as the kernel reads it.
 struct MmaGroup {
@@ -50,69 +41,6 @@ struct MmaGroup {
   float qf;                    // 2^(query exponent): q' * qf lies below 2^15
   float f;                     // softmax scale * 2^-(table exponent + query exponent)
 };
-
-__device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// x as (half(x), half(x - half(x))) in the low and high 16 bits.
-__device__ __forceinline__ uint32_t split_hl(float x) {
-  const __half h = __float2half_rn(x);
-  const __half l = __float2half_rn(x - __half2float(h));
-  return uint32_t(__half_as_ushort(h)) | (uint32_t(__half_as_ushort(l)) << 16);
-}
-
-__device__ __forceinline__ uint32_t dup_lo(uint32_t x) { return __byte_perm(x, 0, 0x1010); }
-
-// 2^e for |e| <= 126, exactly.
-__device__ __forceinline__ float exp2i(int e) { return __uint_as_float(uint32_t(127 + e) << 23); }
-
-// floor(log2(x)) of a positive normal float.
-__device__ __forceinline__ int ilog2f(float x) { return int((__float_as_uint(x) >> 23) & 0xFFu) - 127; }
-
-// Exponent e such that max_abs * 2^e lies in [2^14, 2^15); 0 for 0. Clamped to +-60.
-__device__ __forceinline__ int prescale(float max_abs) {
-  if (!(max_abs > 0.0f)) return 0;
-  const int e = 14 - (max_abs < 1.17549435e-38f ? -126 : ilog2f(max_abs));
-  return e < -60 ? -60 : (e > 60 ? 60 : e);
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
-  return v;
-}
-
-// Byte offset of row r of an array in a sub-tile (segments of 2^seg_shift rows).
-__device__ __forceinline__ uint32_t row_off(const SubTileLayout& st, uint32_t r, uint32_t seg_bytes,
-                                            uint32_t row_bytes) {
-  return (r >> st.seg_shift) * seg_bytes + (r & (st.seg_rows - 1)) * row_bytes;
-}
-
-__device__ __forceinline__ void warp_copy(uint8_t* dst, const uint8_t* src, uint32_t bytes, uint32_t lane) {
-  for (uint32_t c = lane * 16u; c < bytes; c += 32u * 16u) cp_async16(dst + c, src + c);
-}
-
-// One warp issues the copies of packed sub-tile `idx` (rows idx * 64 ...) into `sub`.
-__device__ void warp_issue(uint8_t* sub, const DecodeHead& hd, const SubTileLayout& st, const uint32_t* table,
-                           uint32_t n_packed, uint32_t page_size, uint32_t idx, uint32_t lane) {
-  const uint32_t kc = hd.k_code_bytes, ks = 2 * hd.n_k_groups, vc = hd.v_code_bytes;
-  const uint32_t tok_sub = idx * kSubRows;
-  for (uint32_t j = 0; j < (kSubRows >> st.seg_shift); ++j) {
-    const uint32_t tok = tok_sub + (j << st.seg_shift);
-    if (tok >= n_packed) break;
-    const uint32_t rows = min(st.seg_rows, n_packed - tok), row0 = tok % page_size;
-    const uint8_t* page = hd.pool + size_t(table[tok / page_size]) * hd.page_bytes;
-    warp_copy(sub + j * st.kc_seg, page + row0 * kc, round16(rows * kc), lane);
-    warp_copy(sub + st.off_ks + j * st.ks_seg, page + hd.k_scales + row0 * ks, round16(rows * ks), lane);
-    warp_copy(sub + st.off_vc + j * st.vc_seg, page + hd.v_codes + row0 * vc, round16(rows * vc), lane);
-    warp_copy(sub + st.off_vs + j * st.vs_seg, page + hd.v_scales + row0 * 2, round16(rows * 2), lane);
-  }
-}
 
 // Byte offset of a table in the LUT: tables sorted by size, largest first (K before V on a tie),
 // so every table starts on a multiple of its own size and (code << 2) | offset addresses it.
@@ -129,10 +57,6 @@ __device__ __forceinline__ uint32_t lut_offset(const DecodeHead& hd, uint32_t bi
 
 __device__ __forceinline__ uint32_t lut_word(const uint32_t* lut, uint32_t byte_off) {
   return *reinterpret_cast<const uint32_t*>(reinterpret_cast<const uint8_t*>(lut) + byte_off);
-}
-
-__device__ __forceinline__ float half_bits(const uint8_t* p) {
-  return __half2float(__ushort_as_half(*reinterpret_cast<const unsigned short*>(p)));
 }
 
 template <int NT, int MD>
@@ -158,27 +82,10 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
   const MmaSmemPlan sp = mma_smem_plan(a.stage_stride, D, NT, a.mma_chunks);
   uint32_t* qb = reinterpret_cast<uint32_t*>(smem + sp.off_qb);
   float* qrot = reinterpret_cast<float*>(smem + sp.off_qrot);  // [GQP][D]
-  float* wm = reinterpret_cast<float*>(smem + sp.off_wm);
-  float* wl = reinterpret_cast<float*>(smem + sp.off_wl);
-  float* wt = reinterpret_cast<float*>(smem + sp.off_wt);
 
-  // ---- This split's sub-tiles (whole quads) and this warp's share; start its pipeline.
-  const uint32_t n_packed = si.n_packed;
-  const uint32_t* table = a.page_table + a.table_offset[seq];
-  const uint32_t n_sub = (n_packed + kSubRows - 1) / kSubRows;
-  const uint32_t n_quads = (n_sub + kMmaWarps - 1) / kMmaWarps;
-  const uint32_t chunk = (n_quads + a.packed_splits - 1) / a.packed_splits * kMmaWarps;
-  const uint32_t t_begin = min(n_sub, split * chunk), t_end = min(n_sub, t_begin + chunk);
-  const uint32_t n_my = t_end > t_begin + warp ? (t_end - t_begin - warp + kMmaWarps - 1) / kMmaWarps : 0u;
-  const SubTileLayout st = sub_tile_layout(a.page_size, hd.k_code_bytes, hd.n_k_groups, hd.v_code_bytes);
-  uint8_t* wbuf = smem + warp * kMmaWarpStages * sp.buffer;  // this warp's buffers
-#pragma unroll
-  for (uint32_t s = 0; s < kMmaWarpStages; ++s) {
-    if (s < n_my)
-      warp_issue(wbuf + s * sp.buffer + kMmaSubPad, hd, st, table, n_packed, a.page_size,
-                 t_begin + warp + s * kMmaWarps, lane);
-    cp_async_commit();
-  }
+  // ---- This warp's share of the split's sub-tiles; start its pipeline.
+  const WarpTiles wt = start_warp_tiles(a, hd, sp, smem, si.n_packed, seq, split);
+  const SubTileLayout& st = wt.st;
 
   // ---- Prologue, while the first sub-tiles load. Warp w owns tables w, w + 4, ...: the LUT of
   // (hi, lo) centroid pairs, each table scaled by its own power of two. Then q' [GQP][D] (its
@@ -253,14 +160,13 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
   const uint32_t kc = hd.k_code_bytes, ks2 = 2 * G, vc = hd.v_code_bytes;
 
 #pragma unroll 1
-  for (uint32_t it = 0; it < n_my; ++it) {
+  for (uint32_t it = 0; it < wt.n_my; ++it) {
     cp_async_wait<kMmaWarpStages - 1>();
     __syncwarp();  // the other lanes' copies of this sub-tile are visible
-    uint8_t* buf = wbuf + (it % kMmaWarpStages) * sp.buffer;
+    uint8_t* buf = wt.wbuf + (it % kMmaWarpStages) * sp.buffer;
     const uint32_t* words = reinterpret_cast<const uint32_t*>(buf);  // bit 0 = front pad
     const uint8_t* sub = buf + kMmaSubPad;
-    const uint32_t sub_idx = t_begin + warp + it * kMmaWarps;
-    const uint32_t valid = min(kSubRows, n_packed - sub_idx * kSubRows);
+    const uint32_t valid = wt.valid_rows(it);
 
     // ---- K phase: rows 16 mt + 8 hh + g8 of this thread, logits per group.
     float s[kMt][NT][4];
@@ -334,51 +240,9 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
     }
 
     // ---- softmax over the warp's rows; this thread's queries are 8 nt + 2 t4 + j.
-    float mstep[NT][2];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) mstep[nt][0] = mstep[nt][1] = -INFINITY;
-#pragma unroll
-    for (int mt = 0; mt < kMt; ++mt)
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const bool ok = 16u * mt + 8u * hh + g8 < valid;
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            float& x = s[mt][nt][2 * hh + j];
-            x = ok ? x : -INFINITY;
-            mstep[nt][j] = fmaxf(mstep[nt][j], x);
-          }
-      }
-    float corr[NT][2];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        float m = mstep[nt][j];
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 4));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 8));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 16));
-        const float mn = fmaxf(mrun[nt][j], m);
-        corr[nt][j] = mn == -INFINITY ? 1.0f : expf(mrun[nt][j] - mn);
-        mrun[nt][j] = mn;
-        lrun[nt][j] *= corr[nt][j];
-      }
-    // V scales of the rows and the step's exponent z: p * v_scale * 2^z < 2^15.
-    float sv[kMt][2], mx = 0.0f;
-#pragma unroll
-    for (int mt = 0; mt < kMt; ++mt)
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const uint32_t r = 16 * mt + 8 * hh + g8;
-        sv[mt][hh] = r < valid ? half_bits(sub + st.off_vs + row_off(st, r, st.vs_seg, 2)) : 0.0f;
-        mx = fmaxf(mx, sv[mt][hh]);
-      }
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
-    const int z = prescale(mx);
+    float corr[NT][2], sv[kMt][2];
+    softmax_rescale<NT>(s, valid, mrun, lrun, corr);
+    const int z = v_scales_exponent(sub, st, valid, sv);
     const float pz = exp2i(z);
 #pragma unroll
     for (int mt = 0; mt < kMt; ++mt)
@@ -440,113 +304,21 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
       }
     }
     __syncwarp();  // every lane is done with this buffer and with P
-    if (it + kMmaWarpStages < n_my)
-      warp_issue(buf + kMmaSubPad, hd, st, table, n_packed, a.page_size,
-                 t_begin + warp + (it + kMmaWarpStages) * kMmaWarps, lane);
-    cp_async_commit();
+    wt.issue_next(a, hd, buf, it);
   }
 
-  // ---- The CTA's partial: the four warps merged in a fixed order.
-  cp_async_wait<0>();
-  __syncthreads();  // every warp is done with its buffers: they become red [warp][GQP][D]
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      float l = lrun[nt][j];
-      l += __shfl_xor_sync(0xffffffffu, l, 4);
-      l += __shfl_xor_sync(0xffffffffu, l, 8);
-      l += __shfl_xor_sync(0xffffffffu, l, 16);
-      lrun[nt][j] = l;
-    }
-  const float unit = exp2i(-(zcur + kev));  // acc is in units of 2^-(z + kev)
-  float* red = reinterpret_cast<float*>(smem) + warp * GQP * D;
-#pragma unroll
-  for (int m = 0; m < MD; ++m)
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const uint32_t q = 8 * nt + 2 * t4 + j, d = 2 * MD * g8 + 2 * m;
-        *reinterpret_cast<float2*>(red + q * D + d) = make_float2(acc[m][nt][j] * unit, acc[m][nt][2 + j] * unit);
-      }
-  if (g8 == 0) {
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        wm[warp * GQP + 8 * nt + 2 * t4 + j] = mrun[nt][j];
-        wl[warp * GQP + 8 * nt + 2 * t4 + j] = lrun[nt][j];
-      }
-  }
-  __syncthreads();
-  const size_t row0 = partial_row(a, seq, h, 0);
-  if (tid < GQP) {
-    float M = -INFINITY;
-    for (uint32_t w = 0; w < kMmaWarps; ++w) M = fmaxf(M, wm[w * GQP + tid]);
-    float L = 0.0f;
-    for (uint32_t w = 0; w < kMmaWarps; ++w) {
-      const float mw = wm[w * GQP + tid];
-      const float x = mw == -INFINITY ? 0.0f : expf(mw - M);
-      wt[w * GQP + tid] = x;
-      L += x * wl[w * GQP + tid];
-    }
-    if (tid < a.gqa) {
-      float* ml = a.ws_ml + ((row0 + tid) * a.splits + split) * 2;
-      ml[0] = M;
-      ml[1] = L;
-    }
-  }
-  __syncthreads();
-  const float* red0 = reinterpret_cast<const float*>(smem);
-  for (uint32_t idx = tid; idx < a.gqa * D; idx += kCtaThreads) {
-    const uint32_t q = idx / D, d = idx % D;
-    float v = 0.0f;
-    for (uint32_t w = 0; w < kMmaWarps; ++w) v = __fmaf_rn(wt[w * GQP + q], red0[(w * GQP + q) * D + d], v);
-    a.ws_acc[((row0 + q) * a.splits + split) * D + d] = v;
-  }
-}
-
-// Raises the kernel's dynamic shared-memory limit to at least `smem`, never lowers it (a host-side
-// attribute, not a stream operation; launches and occupancy queries of several sizes interleave).
-template <int NT, int MD>
-void ensure_smem(uint32_t smem) {
-  // Starts at 0, not 48 KiB: without the attribute the dynamic limit is 48 KiB minus the
-  // kernel's static shared memory (3.7 KiB here), so every size is set once explicitly.
-  static std::atomic<uint32_t> raised{0};
-  static std::mutex mu;
-  if (smem <= raised.load()) return;
-  std::lock_guard<std::mutex> lock(mu);
-  if (smem <= raised.load()) return;
-  check(cudaFuncSetAttribute(decode_mma_kernel<NT, MD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
-        "cudaFuncSetAttribute(decode mma smem)");
-  raised.store(smem);
+  mma_write_partial<NT, MD>(a, sp, smem, acc, mrun, lrun, exp2i(-(zcur + kev)), seq, h, split);
 }
 
 template <int NT, int MD>
 void launch(const KernelArgs& a, uint32_t n_kv, uint32_t n_seqs, uint32_t smem, cudaStream_t stream) {
-  ensure_smem<NT, MD>(smem);
-  decode_mma_kernel<NT, MD><<<dim3(a.splits, n_kv, n_seqs), kCtaThreads, smem, stream>>>(a);
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) {
-    // Say what was asked of the launch: these numbers are what a launch failure depends on.
-    cudaFuncAttributes fa{};
-    cudaFuncGetAttributes(&fa, decode_mma_kernel<NT, MD>);
-    check(e, ("decode_mma_kernel<" + std::to_string(NT) + "," + std::to_string(MD) + "> launch (grid " +
-                 std::to_string(a.splits) + "x" + std::to_string(n_kv) + "x" + std::to_string(n_seqs) +
-                 ", dynamic smem " + std::to_string(smem) + ", static " + std::to_string(fa.sharedSizeBytes) +
-                 ", max dynamic " + std::to_string(fa.maxDynamicSharedSizeBytes) + ", regs " +
-                 std::to_string(fa.numRegs) + ", param bytes " + std::to_string(sizeof(KernelArgs)) + ")").c_str());
-  }
+  launch_mma_kernel<decode_mma_kernel<NT, MD>>(a, n_kv, n_seqs, smem, stream,
+                                               "decode_mma_kernel<" + std::to_string(NT) + "," + std::to_string(MD) + ">");
 }
 
 template <int NT, int MD>
 int occupancy(uint32_t smem) {
-  ensure_smem<NT, MD>(smem);
-  int n = 0;
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_mma_kernel<NT, MD>, int(kCtaThreads), smem),
-        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-  return n;
+  return mma_kernel_occupancy<decode_mma_kernel<NT, MD>>(smem, "decode_mma_kernel");
 }
 
 }  // namespace
@@ -561,31 +333,11 @@ void launch_decode_mma(const KernelArgs& a, uint32_t nt, uint32_t md, uint32_t n
 }
 
 int mma_ctas_per_sm(uint32_t nt, uint32_t md, uint32_t smem) {
-  // Cached per (device, kernel, smem): decode_attention plans every call, and a call inside a
-  // stream capture should not need the attribute and occupancy APIs again.
-  struct Entry {
-    int dev;
-    uint32_t nt, md, smem;
-    int n;
-  };
-  static std::mutex mu;
-  static std::vector<Entry> cache;
-  int dev = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    for (const Entry& e : cache)
-      if (e.dev == dev && e.nt == nt && e.md == md && e.smem == smem) return e.n;
-  }
-  int n = 0;
-  if (nt == 1 && md == 4) n = occupancy<1, 4>(smem);
-  else if (nt == 1 && md == 8) n = occupancy<1, 8>(smem);
-  else if (nt == 1) n = occupancy<1, 16>(smem);
-  else if (md == 4) n = occupancy<2, 4>(smem);
-  else n = occupancy<2, 8>(smem);
-  std::lock_guard<std::mutex> lock(mu);
-  cache.push_back({dev, nt, md, smem, n});
-  return n;
+  if (nt == 1 && md == 4) return occupancy<1, 4>(smem);
+  if (nt == 1 && md == 8) return occupancy<1, 8>(smem);
+  if (nt == 1) return occupancy<1, 16>(smem);
+  if (md == 4) return occupancy<2, 4>(smem);
+  return occupancy<2, 8>(smem);
 }
 
 }  // namespace kvbits::cuda::decode_detail

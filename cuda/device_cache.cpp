@@ -573,7 +573,7 @@ SeqMirror CudaCache::seq_mirror() const {
 }
 
 void CudaCache::decode(uint32_t layer, const uint64_t* seqs, size_t n_seqs, const void* q, DType q_dtype, float* out,
-                       float* lse, float scale, void* stream) {
+                       float* lse, float scale, Precision precision, void* stream) {
   const ModelShape& sh = m_.plan.shape;
   const uint32_t Hq = sh.n_q_heads, D = head_dim_;
   const bool fp16_layer = m_.fp16_layer(layer);
@@ -582,6 +582,7 @@ void CudaCache::decode(uint32_t layer, const uint64_t* seqs, size_t n_seqs, cons
 
   DecodeParams p;
   describe_layer(p, "attention_decode", layer, seqs, n_seqs, scale);
+  p.fp32_products = precision == Precision::fp32;
 
   CudaContext::Call call(ctx_, stream);
   const bool q_dev = device_accessible(q), out_dev = device_accessible(out), lse_dev = lse && device_accessible(lse);

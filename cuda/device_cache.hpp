@@ -42,7 +42,7 @@ class CudaCache final : public cache_detail::DeviceCache {
   void mirror_sequence(uint64_t id, const cache_detail::Sequence& seq) override;
   void removed(uint64_t id, const std::vector<uint32_t>& freed_pages) override;
   void decode(uint32_t layer, const uint64_t* seqs, size_t n_seqs, const void* q, DType q_dtype, float* out,
-              float* lse, float scale, void* stream) override;
+              float* lse, float scale, Precision precision, void* stream) override;
   void extend(uint32_t layer, const uint64_t* seqs, const uint32_t* q_len, size_t n_seqs, const void* q,
               DType q_dtype, float* out, float* lse, float scale, void* stream) override;
 

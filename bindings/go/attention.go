@@ -7,9 +7,21 @@ import "C"
 
 import "unsafe"
 
+// Precision says how the CUDA backend forms its products (kvb_attention_params.precision); the
+// CPU backend computes in fp32 either way.
+type Precision uint32
+
+const (
+	// PrecisionFP16 (the default): fp16 tensor-core operands with fp32 accumulation.
+	PrecisionFP16 Precision = C.KVB_PRECISION_FP16
+	// PrecisionFP32: fp32-grade products (decode only; a CUDA extend refuses it).
+	PrecisionFP32 Precision = C.KVB_PRECISION_FP32
+)
+
 // AttentionParams tunes Decode and Extend (kvb_attention_params); nil means the defaults.
 type AttentionParams struct {
-	Scale float32 // softmax scale, finite and >= 0; 0 = 1/sqrt(head_dim)
+	Scale     float32   // softmax scale, finite and >= 0; 0 = 1/sqrt(head_dim)
+	Precision Precision // PrecisionFP16 (zero value, the default) or PrecisionFP32
 }
 
 func (p *AttentionParams) toC() C.kvb_attention_params {
@@ -17,6 +29,7 @@ func (p *AttentionParams) toC() C.kvb_attention_params {
 	C.kvb_attention_params_default(&c)
 	if p != nil {
 		c.scale = C.float(p.Scale)
+		c.precision = C.uint32_t(p.Precision)
 	}
 	return c
 }

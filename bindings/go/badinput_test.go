@@ -128,6 +128,9 @@ func TestBadInputLeavesCacheUnchanged(t *testing.T) {
 		{"decode: negative scale", ErrInvalidArgument, func() error {
 			return cache.Decode(0, []uint64{a, b}, q2, out, lse, &AttentionParams{Scale: -1})
 		}},
+		{"decode: precision 2", ErrInvalidArgument, func() error {
+			return cache.Decode(0, []uint64{a, b}, q2, out, lse, &AttentionParams{Precision: 2})
+		}},
 		{"decode half: dtype 3", ErrInvalidArgument, func() error {
 			return cache.DecodeHalf(0, []uint64{a, b}, make([]uint16, 2*qrow), 3, out, lse, nil)
 		}},

@@ -13,8 +13,16 @@
 
 namespace kvbits {
 
+// How the CUDA backend forms its products; the CPU backend computes in fp32 either way.
+enum class Precision : uint32_t {
+  fp16 = 0,  // default: fp16 tensor-core operands (q, centroids, P), fp32 accumulation — the
+             // precision of an fp16 attention kernel (about 1e-3 relative)
+  fp32 = 1,  // fp32-grade products (decode: hi/lo split operands, about 1e-6; extend: unsupported)
+};
+
 struct AttentionParams {
   float scale = 0.0f;      // softmax scale; 0 = 1/sqrt(head_dim)
+  Precision precision = Precision::fp16;
   void* stream = nullptr;  // CUDA caches: the cudaStream_t to run on (null = default stream)
 };
 

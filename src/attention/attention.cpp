@@ -95,7 +95,7 @@ void attention_decode(const Cache& cache, uint32_t layer, const uint64_t* seqs, 
   const Request req =
       attn::validate_request("attention_decode", true, cache, layer, seqs, nullptr, n_seqs, q, q_dtype, out, params);
   if (cache_detail::DeviceCache* device = cache.device_cache()) {
-    if (n_seqs > 0) device->decode(layer, seqs, n_seqs, q, q_dtype, out, lse, req.scale, params.stream);
+    if (n_seqs > 0) device->decode(layer, seqs, n_seqs, q, q_dtype, out, lse, req.scale, params.precision, params.stream);
     return;
   }
   run(req, cache, q, q_dtype, out, lse);
@@ -107,6 +107,9 @@ void attention_extend(const Cache& cache, uint32_t layer, const uint64_t* seqs, 
   const Request req =
       attn::validate_request("attention_extend", false, cache, layer, seqs, q_len, n_seqs, q, q_dtype, out, params);
   if (cache_detail::DeviceCache* device = cache.device_cache()) {
+    if (params.precision == Precision::fp32)
+      fail(StatusCode::unsupported, "attention_extend: the CUDA extend kernel multiplies fp16 operands; fp32 precision "
+                                    "is available for decode only");
     if (n_seqs > 0) device->extend(layer, seqs, q_len, n_seqs, q, q_dtype, out, lse, req.scale, params.stream);
     return;
   }

@@ -35,6 +35,8 @@ Request validate_request(const char* op, bool decode, const Cache& cache, uint32
   Request req;
   req.op = op;
   req.layer = layer;
+  if (params.precision != Precision::fp16 && params.precision != Precision::fp32)
+    reject(StatusCode::invalid_argument, op, "precision must be fp16 (0) or fp32 (1)");
   req.scale = params.scale > 0.0f ? params.scale : float(1.0 / std::sqrt(double(shape.head_dim)));
   if (n_seqs == 0) return req;
   if (!seqs) reject(StatusCode::null_pointer, op, "seqs is null");

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cache_impl.hpp"
+#include "kvbits/attention.hpp"
 
 namespace kvbits::cache_detail {
 
@@ -55,7 +56,7 @@ class DeviceCache {
 
   // attention_decode on this cache (inputs validated by the caller except q's values).
   virtual void decode(uint32_t layer, const uint64_t* seqs, size_t n_seqs, const void* q, DType q_dtype, float* out,
-                      float* lse, float scale, void* stream) = 0;
+                      float* lse, float scale, Precision precision, void* stream) = 0;
   // attention_extend on this cache (inputs validated by the caller except q's values).
   virtual void extend(uint32_t layer, const uint64_t* seqs, const uint32_t* q_len, size_t n_seqs, const void* q,
                       DType q_dtype, float* out, float* lse, float scale, void* stream) = 0;

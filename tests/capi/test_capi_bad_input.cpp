@@ -685,13 +685,15 @@ TEST_F(BadInput, Attention) {
       return s;
     };
   };
-  static kvb_attention_params nan_scale, small_size, reserved_set;
+  static kvb_attention_params nan_scale, small_size, reserved_set, bad_precision;
   kvb_attention_params_default(&nan_scale);
   nan_scale.scale = std::numeric_limits<float>::quiet_NaN();
   kvb_attention_params_default(&small_size);
   small_size.struct_size = 4;
   kvb_attention_params_default(&reserved_set);
-  reserved_set.reserved[5] = 1;
+  reserved_set.reserved[4] = 1;
+  kvb_attention_params_default(&bad_precision);
+  bad_precision.precision = 2;
   const uint64_t ab[2] = {a_, b_};
   const uint32_t q_len[2] = {1, 1};
   float out[3 * HQ * D];
@@ -715,6 +717,7 @@ TEST_F(BadInput, Attention) {
       {"decode: scale NaN", KVB_ERR_INVALID_ARGUMENT, true, decode(0, {a_}, KVB_DTYPE_F32, &nan_scale)},
       {"decode: params struct_size 4", KVB_ERR_INVALID_ARGUMENT, true, decode(0, {a_}, KVB_DTYPE_F32, &small_size)},
       {"decode: params reserved not zero", KVB_ERR_INVALID_ARGUMENT, true, decode(0, {a_}, KVB_DTYPE_F32, &reserved_set)},
+      {"decode: precision 2", KVB_ERR_INVALID_ARGUMENT, true, decode(0, {a_}, KVB_DTYPE_F32, &bad_precision)},
       {"extend: q_len NULL", KVB_ERR_NULL_POINTER, true,
        [&](kvb_error* e) {
          return kvb_attention_extend(cache(), 0, ab, nullptr, 2, q.data(), KVB_DTYPE_F32, out, nullptr, nullptr, nullptr, e);

@@ -1,6 +1,6 @@
 // The C API on a CUDA context: a program written for the CPU backend (host tensors, NULL
 // stream) runs unchanged and gets the CPU cache's bytes back (read-back bit for bit) and its
-// attention to 1e-4; device tensors and a stream give the host tensors' results; errors leave
+// attention to 4e-3 (KVB_PRECISION_FP16, the default) or 1e-4 (KVB_PRECISION_FP32); device tensors and a stream give the host tensors' results; errors leave
 // the cache unchanged. Skips when kvb_context_create refuses CUDA (no GPU or a build without
 // CUDA), after checking that the refusal is KVB_ERR_UNSUPPORTED.
 #include <cuda_runtime.h>
@@ -99,8 +99,11 @@ void expect_same_reads(const kvb_cache* a, const kvb_cache* b, const std::vector
     }
 }
 
+// tol: 4e-3 at KVB_PRECISION_FP16 (the default; fp16 tensor-core operands), 1e-4 at _FP32. The
+// lse bound is relative to |lse| where that exceeds 1: fp16 operands perturb each logit in
+// proportion to its terms' magnitudes, and lse follows the largest logits.
 void expect_close(const std::vector<float>& got, const std::vector<float>& ref, const std::vector<float>& got_lse,
-                  const std::vector<float>& ref_lse) {
+                  const std::vector<float>& ref_lse, double tol = 4e-3) {
   for (size_t r = 0; r < ref_lse.size(); ++r) {
     double err = 0, mag = 0;
     for (uint32_t d = 0; d < D; ++d) {
@@ -108,8 +111,9 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& ref, 
       err = e == e ? std::max(err, e) : INFINITY;
       mag = std::max(mag, std::fabs(double(ref[r * D + d])));
     }
-    EXPECT_LE(err / mag, 1e-4) << "row " << r;
-    EXPECT_LE(std::fabs(double(got_lse[r]) - ref_lse[r]), 1e-4) << "row " << r;
+    EXPECT_LE(err / mag, tol) << "row " << r;
+    EXPECT_LE(std::fabs(double(got_lse[r]) - ref_lse[r]), tol * std::max(1.0, std::fabs(double(ref_lse[r]))))
+        << "row " << r;
   }
 }
 
@@ -151,6 +155,12 @@ TEST_F(CApiCuda, ACpuProgramRunsUnchangedOnTheGpu) {
     KVB_ASSERT_OK(kvb_attention_decode(gc.get(), l, seqs.data(), seqs.size(), q.data(), KVB_DTYPE_F16, out.data(),
                                        lse.data(), nullptr, nullptr, err));
     expect_close(out, ref, lse, ref_lse);
+    kvb_attention_params fp32;
+    kvb_attention_params_default(&fp32);
+    fp32.precision = KVB_PRECISION_FP32;
+    KVB_ASSERT_OK(kvb_attention_decode(gc.get(), l, seqs.data(), seqs.size(), q.data(), KVB_DTYPE_F16, out.data(),
+                                       lse.data(), &fp32, nullptr, err));
+    expect_close(out, ref, lse, ref_lse, 1e-4);
   }
   // A fork and more tokens: still the same bytes.
   uint64_t fa = 0, fb = 0;
@@ -240,6 +250,21 @@ TEST_F(CApiCuda, ErrorsLeaveTheCacheUnchanged) {
             KVB_OK)
       << eb.message;
   for (size_t i = 0; i < q.size(); ++i) EXPECT_NEAR(out[i], ref[i], 4e-3 * (1.0 + std::fabs(ref[i]))) << i;
+  // fp32 precision: the CPU backend computes in fp32 anyway; the CUDA extend kernel refuses it
+  // and writes nothing.
+  kvb_attention_params fp32;
+  kvb_attention_params_default(&fp32);
+  fp32.precision = KVB_PRECISION_FP32;
+  EXPECT_EQ(kvb_attention_extend(cc.get(), 0, seqs.data(), &q_len, 1, q.data(), KVB_DTYPE_F32, ref.data(), nullptr,
+                                 &fp32, nullptr, &ea),
+            KVB_OK)
+      << ea.message;
+  std::vector<float> canary(q.size(), 7.0f);
+  EXPECT_EQ(kvb_attention_extend(gc.get(), 0, seqs.data(), &q_len, 1, q.data(), KVB_DTYPE_F32, canary.data(), nullptr,
+                                 &fp32, nullptr, &eb),
+            KVB_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(eb.message).find("fp32"), std::string::npos) << eb.message;
+  for (float x : canary) EXPECT_EQ(x, 7.0f);
 }
 
 TEST_F(CApiCuda, PlanSupportedSaysWhatTheGpuDecodeLacks) {

@@ -59,7 +59,8 @@ class CacheStatsStruct(C.Structure):
 
 
 class AttentionParams(C.Structure):
-    _fields_ = [("struct_size", C.c_uint32), ("scale", C.c_float), ("reserved", C.c_uint32 * 6)]
+    _fields_ = [("struct_size", C.c_uint32), ("scale", C.c_float), ("precision", C.c_uint32),
+                ("reserved", C.c_uint32 * 5)]
 
 
 def new(struct_type):

@@ -32,7 +32,13 @@ class CacheStats:
     tokens: int  # sum over sequences of their layer-0 length
 
 
-def _attention_params(scale):
+# kvb_attention_params.precision: how the CUDA backend forms its products (the CPU backend
+# computes in fp32 either way). "fp16" (default): fp16 tensor-core operands, fp32 accumulation;
+# "fp32": fp32-grade products (decode only; a CUDA extend refuses it).
+PRECISIONS = {"fp16": 0, "fp32": 1}
+
+
+def _attention_params(scale, precision=None):
     p = S.AttentionParams()
     _library.lib().kvb_attention_params_default(C.byref(p))
     if scale is not None:
@@ -40,6 +46,10 @@ def _attention_params(scale):
             p.scale = float(scale)
         except (TypeError, ValueError):
             raise InvalidArgument(f"scale must be a number, got {scale!r}") from None
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise InvalidArgument(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        p.precision = PRECISIONS[precision]
     return p
 
 
@@ -156,32 +166,33 @@ class Cache(Handle):
 
     # ---- attention ------------------------------------------------------------------------
 
-    def decode(self, layer, seqs, q, dtype=None, scale=None, out=None, lse=None):
+    def decode(self, layer, seqs, q, dtype=None, scale=None, out=None, lse=None, precision=None):
         """Decode attention: one query per sequence over everything (seq, layer) holds.
 
         q [n_seqs, n_q_heads, head_dim]; returns (out [n_seqs, n_q_heads, head_dim],
         lse [n_seqs, n_q_heads]) float32, written into `out` / `lse` when given. `scale`
-        defaults to 1/sqrt(head_dim). The query's own key and value must be appended first."""
+        defaults to 1/sqrt(head_dim); `precision` is "fp16" (default) or "fp32" (PRECISIONS). The
+        query's own key and value must be appended first."""
         layer = integer(layer, "layer")
         seq_array = integer_array(seqs, "seqs", np.uint64, U64_MAX)
-        return self._attend("kvb_attention_decode", layer, seq_array, None, len(seq_array), q, dtype, scale, out,
-                            lse)
+        return self._attend("kvb_attention_decode", layer, seq_array, None, len(seq_array), q, dtype,
+                            _attention_params(scale, precision), out, lse)
 
-    def extend(self, layer, seqs, q_len, q, dtype=None, scale=None, out=None, lse=None):
+    def extend(self, layer, seqs, q_len, q, dtype=None, scale=None, out=None, lse=None, precision=None):
         """Causal attention of the last q_len[i] tokens of each sequence (chunked prefill,
         speculative verification): q [sum(q_len), n_q_heads, head_dim], sequence after
         sequence; returns (out [sum(q_len), n_q_heads, head_dim], lse [sum(q_len), n_q_heads])."""
         layer = integer(layer, "layer")
         seq_array, len_array = self._batch(seqs, q_len, "q_len")
         return self._attend("kvb_attention_extend", layer, seq_array, len_array,
-                            int(len_array.sum(dtype=np.uint64)), q, dtype, scale, out, lse)
+                            int(len_array.sum(dtype=np.uint64)), q, dtype, _attention_params(scale, precision),
+                            out, lse)
 
-    def _attend(self, fn, layer, seq_array, len_array, rows, q, dtype, scale, out, lse):
+    def _attend(self, fn, layer, seq_array, len_array, rows, q, dtype, params, out, lse):
         info = self.info
         qa, dtype = input_array(q, "q", (rows, info.n_q_heads, info.head_dim), dtype)
         out = output_array(out, "out", (rows, info.n_q_heads, info.head_dim))
         lse = output_array(lse, "lse", (rows, info.n_q_heads))
-        params = _attention_params(scale)
         lens = () if len_array is None else (len_array.ctypes.data,)
         with self._lock:
             _library.call(fn, self._handle(), layer, seq_array.ctypes.data, *lens, len(seq_array), qa.ctypes.data,
@@ -201,23 +212,24 @@ class Cache(Handle):
                           len(seq_array), pointer(k_ptr, "k_ptr"), pointer(v_ptr, "v_ptr"), int(dtype),
                           pointer(stream, "stream"))
 
-    def decode_ptr(self, layer, seqs, q_ptr, dtype, out_ptr, lse_ptr=None, scale=None, stream=None):
+    def decode_ptr(self, layer, seqs, q_ptr, dtype, out_ptr, lse_ptr=None, scale=None, stream=None, precision=None):
         """decode() on raw addresses: q [n_seqs, n_q_heads, head_dim] of `dtype`, out the same
         shape in float32, lse [n_seqs, n_q_heads] float32 or None."""
         layer, dtype = integer(layer, "layer"), to_dtype(dtype)
         seq_array = integer_array(seqs, "seqs", np.uint64, U64_MAX)
-        params = _attention_params(scale)
+        params = _attention_params(scale, precision)
         with self._lock:
             _library.call("kvb_attention_decode", self._handle(), layer, seq_array.ctypes.data, len(seq_array),
                           pointer(q_ptr, "q_ptr"), int(dtype), pointer(out_ptr, "out_ptr"),
                           pointer(lse_ptr, "lse_ptr"), C.byref(params), pointer(stream, "stream"))
 
-    def extend_ptr(self, layer, seqs, q_len, q_ptr, dtype, out_ptr, lse_ptr=None, scale=None, stream=None):
+    def extend_ptr(self, layer, seqs, q_len, q_ptr, dtype, out_ptr, lse_ptr=None, scale=None, stream=None,
+                   precision=None):
         """extend() on raw addresses: q [sum(q_len), n_q_heads, head_dim] of `dtype`, out the
         same shape in float32, lse [sum(q_len), n_q_heads] float32 or None."""
         layer, dtype = integer(layer, "layer"), to_dtype(dtype)
         seq_array, len_array = self._batch(seqs, q_len, "q_len")
-        params = _attention_params(scale)
+        params = _attention_params(scale, precision)
         with self._lock:
             _library.call("kvb_attention_extend", self._handle(), layer, seq_array.ctypes.data,
                           len_array.ctypes.data, len(seq_array), pointer(q_ptr, "q_ptr"), int(dtype),

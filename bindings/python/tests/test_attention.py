@@ -65,6 +65,17 @@ class TestAttention(unittest.TestCase):
             self.cache.decode(1, self.seqs, q, scale=-1.0)
         self.assertIn("scale", cm.exception.message)
 
+    def test_decode_precision(self):
+        # The CPU backend computes in fp32 at either precision: the same bytes.
+        q = self.queries(2)
+        fp16, lse16 = self.cache.decode(1, self.seqs, q, precision="fp16")
+        fp32, lse32 = self.cache.decode(1, self.seqs, q, precision="fp32")
+        np.testing.assert_array_equal(fp16, fp32)
+        np.testing.assert_array_equal(lse16, lse32)
+        with self.assertRaises(kvbits.InvalidArgument) as cm:
+            self.cache.decode(1, self.seqs, q, precision="fp8")
+        self.assertIn("precision", cm.exception.message)
+
     def test_decode_f16_and_bf16_queries(self):
         q = self.queries(2)
         q16 = q.astype(np.float16)

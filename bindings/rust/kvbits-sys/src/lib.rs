@@ -217,8 +217,14 @@ pub struct kvb_cache_stats {
 pub struct kvb_attention_params {
     pub struct_size: u32,
     pub scale: f32,
-    pub reserved: [u32; 6],
+    pub precision: u32,
+    pub reserved: [u32; 5],
 }
+
+/// fp16 tensor-core operands on the CUDA backend (the default).
+pub const KVB_PRECISION_FP16: u32 = 0;
+/// fp32-grade products on the CUDA backend (decode only).
+pub const KVB_PRECISION_FP32: u32 = 1;
 
 // ---- functions ----------------------------------------------------------------------------
 

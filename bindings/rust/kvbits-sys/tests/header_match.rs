@@ -182,7 +182,7 @@ fn rust_facts() -> BTreeSet<String> {
             tokens
         }
     );
-    layout!(s, kvb_attention_params { struct_size, scale, reserved });
+    layout!(s, kvb_attention_params { struct_size, scale, precision, reserved });
     constants!(
         s,
         KVB_VERSION_MAJOR,
@@ -217,7 +217,9 @@ fn rust_facts() -> BTreeSet<String> {
         KVB_SCORE_PRODUCT,
         KVB_CODEBOOKS_LLOYD_MAX,
         KVB_CODEBOOKS_REFERENCE,
-        KVB_SEQ_NONE
+        KVB_SEQ_NONE,
+        KVB_PRECISION_FP16,
+        KVB_PRECISION_FP32
     );
     typedefs!(s, kvb_status, kvb_dtype, kvb_backend, kvb_rope_layout, kvb_method, kvb_score, kvb_codebooks);
     s

@@ -7,11 +7,24 @@ use kvbits_sys as ffi;
 use std::ffi::c_void;
 use std::ptr;
 
+/// How the CUDA backend forms its products (`kvb_attention_params.precision`); the CPU backend
+/// computes in fp32 either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// fp16 tensor-core operands with fp32 accumulation (the default).
+    #[default]
+    Fp16,
+    /// fp32-grade products (decode only; a CUDA extend refuses it with `Status::Unsupported`).
+    Fp32,
+}
+
 /// Parameters of attention (`kvb_attention_params`).
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub struct AttentionParams {
     /// Softmax scale, finite and >= 0; 0 (default) = 1/sqrt(head_dim).
     pub scale: f32,
+    /// Precision of the CUDA backend's products.
+    pub precision: Precision,
 }
 
 impl AttentionParams {
@@ -19,6 +32,10 @@ impl AttentionParams {
         let mut raw: ffi::kvb_attention_params = unsafe { std::mem::zeroed() };
         unsafe { ffi::kvb_attention_params_default(&mut raw) };
         raw.scale = self.scale;
+        raw.precision = match self.precision {
+            Precision::Fp16 => ffi::KVB_PRECISION_FP16,
+            Precision::Fp32 => ffi::KVB_PRECISION_FP32,
+        };
         raw
     }
 }

@@ -41,7 +41,7 @@ mod error;
 mod plan;
 mod types;
 
-pub use attention::AttentionParams;
+pub use attention::{AttentionParams, Precision};
 pub use cache::{Cache, CacheParams, CacheStats, SeqId};
 pub use calibrator::{Calibrator, PlanOptions};
 pub use context::{Context, ContextParams};

@@ -1,7 +1,7 @@
 //! Decode and extend against a plain softmax attention over the read-back K/V.
 mod common;
 use common::*;
-use kvbits::{AttentionParams, Cache, CacheParams, HalfDtype, SeqId, Status};
+use kvbits::{AttentionParams, Cache, CacheParams, HalfDtype, Precision, SeqId, Status};
 
 const HEADS: (usize, usize, usize) = (SHAPE.1 as usize, SHAPE.2 as usize, SHAPE.3 as usize);
 const TOLERANCE: f64 = 1e-5;
@@ -78,12 +78,17 @@ fn decode_honours_the_scale_and_half_queries() {
     let mut rng = Rng::new(43);
     let q16 = f16_bits(&mut rng, 2 * q_row());
     let q: Vec<f32> = q16.iter().map(|&b| f16_to_f32(b)).collect();
-    let scale = AttentionParams { scale: 0.05 };
+    let scale = AttentionParams { scale: 0.05, ..Default::default() };
     let mut out32 = vec![0f32; q.len()];
     let mut out16 = vec![1f32; q.len()];
     cache.decode(1, &seqs, &q, &mut out32, None, Some(&scale)).unwrap();
     cache.decode_half(1, &seqs, &q16, HalfDtype::F16, &mut out16, None, Some(&scale)).unwrap();
     assert_eq!(out16, out32, "f16 queries are widened exactly");
+    // The CPU backend computes in fp32 at either precision: the same bytes.
+    let fp32 = AttentionParams { scale: 0.05, precision: Precision::Fp32 };
+    let mut out_fp32 = vec![2f32; q.len()];
+    cache.decode(1, &seqs, &q, &mut out_fp32, None, Some(&fp32)).unwrap();
+    assert_eq!(out_fp32, out32, "precision changes nothing on the CPU backend");
     let (k, v) = cache.read_kv(seqs[0], 1, 0, 20).unwrap();
     let (want, _) = reference_attention(&q[..q_row()], &k, &v, 20, HEADS, 0.05);
     assert!(max_relative_error(&out32[..q_row()], &want, HEADS.2) < TOLERANCE);
@@ -163,11 +168,11 @@ fn bad_attention_calls_are_refused_without_writing_outputs() {
     expect_err(cache.decode(0, &seqs, &q, &mut out, None, None), Status::InvalidArgument); // layer 0 is empty
     expect_err(cache.decode(2, &seqs, &q, &mut out, None, None), Status::InvalidArgument);
     expect_err(
-        cache.decode(1, &seqs, &q, &mut out, None, Some(&AttentionParams { scale: -1.0 })),
+        cache.decode(1, &seqs, &q, &mut out, None, Some(&AttentionParams { scale: -1.0, ..Default::default() })),
         Status::InvalidArgument,
     );
     expect_err(
-        cache.decode(1, &seqs, &q, &mut out, None, Some(&AttentionParams { scale: f32::NAN })),
+        cache.decode(1, &seqs, &q, &mut out, None, Some(&AttentionParams { scale: f32::NAN, ..Default::default() })),
         Status::InvalidArgument,
     );
     let mut nan_q = q.clone();

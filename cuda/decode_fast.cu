@@ -1,0 +1,417 @@
+// The fp16-operand tensor-core decode kernel (kDecodeVariantFast; docs/gpu-decode.md, "Fast
+// kernel"). Same CTA structure as decode_mma.cu (grid (split, KV head, sequence), four warps,
+// each with its own sub-tile pipeline, online softmax and accumulators), but every MMA operand
+// is one fp16 value — the precision of an fp16 attention kernel (2^-11 relative per operand,
+// fp32 accumulation) — which halves the MMAs and, above all, the unpacking work per value:
+//   K phase  C[token][query] += centroid(code) * q' on m16n8k16 with k = 16 slots. A thread
+//            takes four adjacent codes of each of its rows per chunk; each pair of adjacent codes
+//            is ONE look-up in a pair table (entry c0 | c1 << b holds (half(C[c0]), half(C[c1])))
+//            that yields a whole A register. Codes wider than kFastPairMaxBits use one-value
+//            tables and a byte permute per register. Groups are padded to 16-slot chunks (zero
+//            q' on the padding) and scaled by the token's fp16 group scale after each group.
+//   softmax  as decode_mma.cu; p'' = p * v_scale * 2^z stored as fp16 straight into the V
+//            phase's B fragments (rows r and r + 8 of a k-step in one word).
+//   V phase  acc[dim][query] += V[token][dim] * p'' with A = 16 dims x 16 tokens: a thread's dims
+//            are contiguous, so a pair look-up gives (v[t][d], v[t][d + 1]) of one token and two
+//            byte permutes of two tokens' pairs give (v[t][d], v[t'][d]), (v[t][d+1], v[t'][d+1]).
+// Scales, the softmax scale and the powers of two stay in fp32 outside the MMAs.
+#include <string>
+
+#include "cuda/decode_mma_util.cuh"
+#include "cuda/decode_plain.cuh"
+
+namespace kvbits::cuda::decode_detail {
+
+namespace {
+
+// One K group as the kernel reads it (a 16-byte multiple: the prepared block is copied as such).
+struct FastGroup {
+  uint32_t bits, mask, lut_off;  // width; index mask << 2 (2b bits for pair tables, b for single
+                                 // ones); byte offset of its table
+  uint32_t n_chunks, v0;         // 16-slot chunks, first virtual chunk
+  uint32_t bit_off;              // byte_offset * 8 + front pad bits - 2 (the pre-shift)
+  uint32_t pw;                   // chunks per 32-bit window (pair tables): floor(30 / 4b)
+  uint32_t first, dims;
+  float qf;                      // 2^(query exponent): q' * qf lies below 2^15
+  float f;                       // softmax scale * 2^-(table exponent + query exponent)
+  uint32_t pad;
+};
+static_assert(sizeof(FastGroup) * kDecodeMaxGroups + 16 <= kFastPrepHeader, "prepared block header");
+static_assert(kFastPrepKev >= sizeof(FastGroup) * kDecodeMaxGroups, "prepared block header");
+
+__device__ __forceinline__ uint32_t lut_at(const uint32_t* lut, uint32_t byte_off) {
+  return *reinterpret_cast<const uint32_t*>(reinterpret_cast<const uint8_t*>(lut) + byte_off);
+}
+
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  return uint32_t(__half_as_ushort(__float2half_rn(lo))) | (uint32_t(__half_as_ushort(__float2half_rn(hi))) << 16);
+}
+
+// Low halves of x and y as (x.lo, y.lo), high halves as (x.hi, y.hi).
+__device__ __forceinline__ uint32_t lows(uint32_t x, uint32_t y) { return __byte_perm(x, y, 0x5410); }
+__device__ __forceinline__ uint32_t highs(uint32_t x, uint32_t y) { return __byte_perm(x, y, 0x7632); }
+
+// The per-call preparation of the fast kernel, grid (2 x KV heads, sequences): what every split
+// of a (sequence, KV head) would otherwise compute again in its prologue — q' (the query
+// rotation), the group descriptors, the K B operands — into its prepared block, and the heads'
+// centroid tables (blocks x >= n_kv of row 0). Layout of a block (prep_words words): FastGroup[kDecodeMaxGroups] at 0, the V
+// table exponent at kFastPrepKev, the B operands at kFastPrepHeader:
+// qb[((v * NT + nt) * 8 + i) * 8 + 2 t + w] = query 8 nt + i, lane t, register w of virtual chunk
+// v: elements e, e + 1 of the chunk's group with e = 4 n t + 4 (v - v0) + 2 w (the thread's run
+// of 4 n slots, four per chunk), zero past the group's dims (dims are even).
+template <int NT>
+__global__ void __launch_bounds__(kCtaThreads) decode_fast_prep_kernel(KernelArgs a) {
+  constexpr uint32_t GQP = 8 * NT;
+  extern __shared__ __align__(16) uint8_t smem[];  // q staging [D][GQP], q' [GQP][D]
+  __shared__ __align__(16) uint32_t hd_words[kHeadWords];
+  __shared__ FastGroup groups[kDecodeMaxGroups];
+  __shared__ float table_max[kDecodeMaxGroups + 1];
+  const DecodeHead& hd = *reinterpret_cast<const DecodeHead*>(hd_words);
+  // Blocks x >= n_kv (in row y = 0) build the tables of head x - n_kv, beside the blocks that
+  // rotate the queries: the two latency chains run side by side.
+  const bool tables = blockIdx.x >= a.n_kv;
+  if (tables && blockIdx.y != 0) return;
+  const uint32_t h = tables ? blockIdx.x - a.n_kv : blockIdx.x, seq = blockIdx.y;
+  const uint32_t tid = threadIdx.x, lane = tid & 31u, warp = tid >> 5;
+  load_head(hd_words, a.heads + h);
+  __syncthreads();
+  const uint32_t D = a.D, G = hd.n_k_groups;
+  // The largest |centroid| of every table (K group tb, or V for tb == G): warp w takes tables
+  // w, w + 4, ...; each table is scaled by its own power of two.
+  for (uint32_t tb = warp; tb <= G; tb += kMmaWarps) {
+    const uint32_t nc = 1u << fast_table_bits(hd, tb);
+    const float* cent =
+        a.centroids + hd.centroid_base + (tb < G ? hd.k_groups[tb].centroid_offset : hd.v_centroid_offset);
+    float mc = 0.0f;
+    for (uint32_t k = lane; k < nc; k += 32) mc = fmaxf(mc, fabsf(cent[k]));
+    mc = warp_max(mc);
+    if (lane == 0) table_max[tb] = mc;
+  }
+  if (tables) {
+    __syncthreads();
+    for (uint32_t tb = 0; tb <= G; ++tb) {
+      const uint32_t bits = fast_table_bits(hd, tb), nc = 1u << bits;
+      const float* cent =
+          a.centroids + hd.centroid_base + (tb < G ? hd.k_groups[tb].centroid_offset : hd.v_centroid_offset);
+      const float f = exp2i(prescale(table_max[tb]));
+      uint32_t* t = a.ws_lut + size_t(h) * a.lut_words + fast_lut_offset(hd, tb);
+      if (bits <= kFastPairMaxBits) {
+        for (uint32_t k = tid; k < nc * nc; k += kCtaThreads)
+          t[k] = pack_half2(cent[k & (nc - 1)] * f, cent[k >> bits] * f);
+      } else {
+        for (uint32_t k = tid; k < nc; k += kCtaThreads) t[k] = pack_half2(cent[k] * f, 0.0f);
+      }
+    }
+    return;
+  }
+  float* qrot = reinterpret_cast<float*>(smem) + D * GQP;
+  rotated_queries<GQP>(a, hd, seq, h, reinterpret_cast<float*>(smem), qrot, 1, D);  // publishes table_max
+  uint32_t* out = a.ws_prep + (size_t(seq) * a.n_kv + h) * a.prep_words;
+  for (uint32_t g = warp; g < G; g += kMmaWarps) {
+    const DecodeGroup& gr = hd.k_groups[g];
+    float mq = 0.0f;
+    for (uint32_t k = lane; k < GQP * gr.dims; k += 32)
+      mq = fmaxf(mq, fabsf(qrot[(k / gr.dims) * D + gr.first_slot + k % gr.dims]));
+    mq = warp_max(mq);
+    if (lane == 0) {
+      const bool pair = gr.bits <= kFastPairMaxBits;
+      FastGroup m;
+      m.bits = gr.bits;
+      m.mask = ((1u << (pair ? 2 * gr.bits : gr.bits)) - 1u) << 2;
+      m.lut_off = fast_lut_offset(hd, g) * 4;
+      m.n_chunks = (gr.dims + 15) / 16;
+      m.v0 = 0;
+      for (uint32_t q = 0; q < g; ++q) m.v0 += (hd.k_groups[q].dims + 15) / 16;
+      m.bit_off = gr.byte_offset * 8 + kMmaSubPad * 8 - 2;
+      m.pw = pair ? 30 / (4 * gr.bits) : 0;
+      m.first = gr.first_slot;
+      m.dims = gr.dims;
+      m.qf = exp2i(prescale(mq));
+      m.f = a.scale * exp2i(-(prescale(table_max[g]) + prescale(mq)));
+      groups[g] = m;
+    }
+  }
+  __syncthreads();
+  for (uint32_t k = tid; k < G * sizeof(FastGroup) / 4; k += kCtaThreads) out[k] = reinterpret_cast<const uint32_t*>(groups)[k];
+  if (tid == 0) out[kFastPrepKev / 4] = uint32_t(prescale(table_max[G]));
+  uint32_t* qb = out + kFastPrepHeader / 4;
+  const uint32_t n_v = fast_chunks(hd);
+  for (uint32_t idx = tid; idx < n_v * NT * 64; idx += kCtaThreads) {
+    const uint32_t v = idx / (NT * 64), q = (idx / 8) % GQP, w = idx % 8;
+    uint32_t g = 0;
+    while (g + 1 < G && v >= groups[g + 1].v0) ++g;
+    const FastGroup& gi = groups[g];
+    const uint32_t e = 4 * gi.n_chunks * (w >> 1) + 4 * (v - gi.v0) + 2 * (w & 1u);
+    // The loads stay inside the group even where their value is not used (the compiler may
+    // issue them ahead of the select).
+    const float* qs = qrot + q * D + gi.first + min(e, gi.dims - 2);
+    const uint32_t word = pack_half2(qs[0] * gi.qf, qs[1] * gi.qf);
+    qb[idx] = e < gi.dims ? word : 0u;
+  }
+}
+
+template <int NT, int MD>
+__global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) decode_fast_kernel(KernelArgs a) {
+  constexpr uint32_t GQP = 8 * NT;
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ __align__(16) uint32_t hd_words[kHeadWords];
+  const DecodeHead& hd = *reinterpret_cast<const DecodeHead*>(hd_words);
+  const uint32_t split = blockIdx.x, h = blockIdx.y, seq = blockIdx.z, tid = threadIdx.x;
+  const uint32_t lane = tid & 31u, warp = tid >> 5, g8 = lane >> 2, t4 = lane & 3u;
+  const uint32_t D = a.D;  // 16 * MD
+  load_head(hd_words, a.heads + h);
+  const SeqInfo si = seq_info(a, seq);
+  __syncthreads();
+  if (split >= a.packed_splits) {
+    const uint32_t u0 = (split - a.packed_splits) * a.fp16_chunk;
+    plain_split<GQP>(a, hd, si, seq, h, split, false, u0, min(u0 + a.fp16_chunk, a.sink + a.window), smem);
+    return;
+  }
+  const MmaSmemPlan sp = mma_smem_plan(a.stage_stride, D, NT, a.mma_chunks, a.lut_words);
+  // The prepared block of this (sequence, KV head) and the head's tables (decode_fast_prep),
+  // copied in as the first cp.async group, ahead of the warps' first sub-tiles.
+  uint8_t* prep = smem + sp.off_qb;
+  uint32_t* lut = reinterpret_cast<uint32_t*>(smem + sp.off_lut);
+  {
+    const uint8_t* src = reinterpret_cast<const uint8_t*>(a.ws_prep + (size_t(seq) * a.n_kv + h) * a.prep_words);
+    for (uint32_t c = tid * 16; c < a.prep_words * 4; c += kCtaThreads * 16) cp_async16(prep + c, src + c);
+    const uint8_t* lsrc = reinterpret_cast<const uint8_t*>(a.ws_lut + size_t(h) * a.lut_words);
+    for (uint32_t c = tid * 16; c < a.lut_words * 4; c += kCtaThreads * 16) cp_async16(lut + c / 4, lsrc + c);
+    cp_async_commit();
+  }
+  const WarpTiles wt = start_warp_tiles(a, hd, sp, smem, si.n_packed, seq, split);
+  const SubTileLayout& st = wt.st;
+  cp_async_wait<kMmaWarpStages>();  // the prepared block (the sub-tiles may still be in flight)
+  __syncthreads();
+  const FastGroup* groups = reinterpret_cast<const FastGroup*>(prep);
+  const uint32_t* qb = reinterpret_cast<const uint32_t*>(prep + kFastPrepHeader);
+  const uint32_t G = hd.n_k_groups;
+  const uint32_t vb = hd.v_bits, vmask = ((1u << (2 * vb)) - 1u) << 2, vlut = fast_lut_offset(hd, G) * 4;
+  const uint32_t vpw = 30 / (2 * vb);  // dim pairs per 32-bit window (the launcher keeps vb <= 5)
+  const int kev = *reinterpret_cast<const int*>(prep + kFastPrepKev);
+
+  // ---- Main loop: one 64-row sub-tile per warp step.
+  float acc[MD][NT][4];
+#pragma unroll
+  for (int m = 0; m < MD; ++m)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) acc[m][nt][k] = 0.0f;
+  float mrun[NT][2], lrun[NT][2];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) mrun[nt][0] = mrun[nt][1] = -INFINITY, lrun[nt][0] = lrun[nt][1] = 0.0f;
+  int zcur = 0;
+  // P of this warp: word ((ks * 8 + r) * GQP + q) = (p''[16 ks + r][q], p''[16 ks + r + 8][q]).
+  uint32_t* pb = reinterpret_cast<uint32_t*>(smem + sp.off_pbuf) + warp * kSubRows * GQP;
+  const uint32_t kc = hd.k_code_bytes, ks2 = 2 * G, vc = hd.v_code_bytes;
+
+#pragma unroll 1
+  for (uint32_t it = 0; it < wt.n_my; ++it) {
+    cp_async_wait<kMmaWarpStages - 1>();
+    __syncwarp();  // the other lanes' copies of this sub-tile are visible
+    uint8_t* buf = wt.wbuf + (it % kMmaWarpStages) * sp.buffer;
+    const uint32_t* words = reinterpret_cast<const uint32_t*>(buf);  // bit 0 = front pad
+    const uint8_t* sub = buf + kMmaSubPad;
+    const uint32_t valid = wt.valid_rows(it);
+
+    // ---- K phase: rows 16 mt + 8 hh + g8 of this thread, logits per group.
+    float s[kMt][NT][4];
+    uint32_t kbit[kMt][2];
+#pragma unroll
+    for (int mt = 0; mt < kMt; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int k = 0; k < 4; ++k) s[mt][nt][k] = 0.0f;
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) kbit[mt][hh] = row_off(st, 16 * mt + 8 * hh + g8, st.kc_seg, kc) * 8;
+    }
+#pragma unroll 1
+    for (uint32_t g = 0; g < G; ++g) {
+      const FastGroup gi = groups[g];
+      float c[kMt][NT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int k = 0; k < 4; ++k) c[mt][nt][k] = 0.0f;
+      // This thread's run of the group: elements [4 n t4, 4 n (t4 + 1)), four per chunk.
+      const uint32_t run = gi.bit_off + 4 * gi.n_chunks * t4 * gi.bits;
+      if (gi.pw > 0) {  // pair tables (warp-uniform branch)
+        uint32_t win[kMt][2];
+        uint32_t cw = gi.pw;
+#pragma unroll 1
+        for (uint32_t cc = 0; cc < gi.n_chunks; ++cc) {
+          if (cw == gi.pw) {
+#pragma unroll
+            for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+              for (int hh = 0; hh < 2; ++hh) win[mt][hh] = bits32(words, kbit[mt][hh] + run + 4 * cc * gi.bits);
+            cw = 0;
+          }
+          const uint32_t sh0 = cw * 4 * gi.bits, sh1 = sh0 + 2 * gi.bits;
+          ++cw;
+          uint2 b[NT];
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt)
+            b[nt] = *reinterpret_cast<const uint2*>(qb + (((gi.v0 + cc) * NT + nt) * 8 + g8) * 8 + 2 * t4);
+#pragma unroll
+          for (int mt = 0; mt < kMt; ++mt) {
+            const uint32_t a0 = lut_at(lut, ((win[mt][0] >> sh0) & gi.mask) | gi.lut_off);
+            const uint32_t a1 = lut_at(lut, ((win[mt][1] >> sh0) & gi.mask) | gi.lut_off);
+            const uint32_t a2 = lut_at(lut, ((win[mt][0] >> sh1) & gi.mask) | gi.lut_off);
+            const uint32_t a3 = lut_at(lut, ((win[mt][1] >> sh1) & gi.mask) | gi.lut_off);
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) mma16816(c[mt][nt], a0, a1, a2, a3, b[nt].x, b[nt].y);
+          }
+        }
+      } else {  // wide codes: one value per look-up, two look-ups per register
+#pragma unroll 1
+        for (uint32_t cc = 0; cc < gi.n_chunks; ++cc) {
+          uint2 b[NT];
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt)
+            b[nt] = *reinterpret_cast<const uint2*>(qb + (((gi.v0 + cc) * NT + nt) * 8 + g8) * 8 + 2 * t4);
+#pragma unroll
+          for (int mt = 0; mt < kMt; ++mt) {
+            uint32_t r[2][2];
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+              for (int j = 0; j < 2; ++j) {
+                const uint32_t w = bits32(words, kbit[mt][hh] + run + (4 * cc + 2 * j) * gi.bits);
+                r[hh][j] = lows(lut_at(lut, (w & gi.mask) | gi.lut_off),
+                                lut_at(lut, ((w >> gi.bits) & gi.mask) | gi.lut_off));
+              }
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) mma16816(c[mt][nt], r[0][0], r[1][0], r[0][1], r[1][1], b[nt].x, b[nt].y);
+          }
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const uint32_t r = 16 * mt + 8 * hh + g8;
+          const float sc = half_bits(sub + st.off_ks + row_off(st, r, st.ks_seg, ks2) + 2 * g) * gi.f;
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            s[mt][nt][2 * hh] = __fmaf_rn(c[mt][nt][2 * hh], sc, s[mt][nt][2 * hh]);
+            s[mt][nt][2 * hh + 1] = __fmaf_rn(c[mt][nt][2 * hh + 1], sc, s[mt][nt][2 * hh + 1]);
+          }
+        }
+    }
+
+    // ---- softmax over the warp's rows; this thread's queries are 8 nt + 2 t4 + j.
+    float corr[NT][2], sv[kMt][2];
+    softmax_rescale<NT>(s, valid, mrun, lrun, corr);
+    const int z = v_scales_exponent(sub, st, valid, sv);
+    const float pz = exp2i(z);
+#pragma unroll
+    for (int mt = 0; mt < kMt; ++mt) {
+      const float svz0 = sv[mt][0] * pz, svz1 = sv[mt][1] * pz;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        float p[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) p[k] = expf(s[mt][nt][k] - mrun[nt][k & 1]);
+        lrun[nt][0] += p[0] + p[2];
+        lrun[nt][1] += p[1] + p[3];
+        *reinterpret_cast<uint2*>(pb + (mt * 8 + g8) * GQP + 8 * nt + 2 * t4) =
+            make_uint2(pack_half2(p[0] * svz0, p[2] * svz1), pack_half2(p[1] * svz0, p[3] * svz1));
+      }
+    }
+    __syncwarp();  // P visible to the whole warp
+    const float fz = exp2i(z - zcur);
+    zcur = z;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const float f0 = corr[nt][0] * fz, f1 = corr[nt][1] * fz;
+#pragma unroll
+      for (int m = 0; m < MD; ++m) acc[m][nt][0] *= f0, acc[m][nt][1] *= f1, acc[m][nt][2] *= f0, acc[m][nt][3] *= f1;
+    }
+
+    // ---- V phase: 4 k-steps of 16 rows; k slots (2 t4, 2 t4 + 1, 2 t4 + 8, 2 t4 + 9) are rows
+    // 16 ks + t4 + (0, 8, 4, 12); this thread's dims are 2 MD g8 + 2 m (row g8 of m-tile m) and
+    // + 1 (row g8 + 8).
+#pragma unroll 1
+    for (uint32_t ks = 0; ks < 4; ++ks) {
+      uint32_t b0[NT], b1[NT];
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        b0[nt] = pb[(ks * 8 + t4) * GQP + 8 * nt + g8];
+        b1[nt] = pb[(ks * 8 + t4 + 4) * GQP + 8 * nt + g8];
+      }
+      uint32_t base[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const uint32_t r = 16 * ks + t4 + (k == 1 ? 8 : k == 2 ? 4 : k == 3 ? 12 : 0);
+        base[k] = (kMmaSubPad + st.off_vc + row_off(st, r, st.vc_seg, vc)) * 8 - 2 + 2 * MD * g8 * vb;
+      }
+      uint32_t w[4];
+      uint32_t cw = vpw;
+#pragma unroll
+      for (int m = 0; m < MD; ++m) {
+        if (cw == vpw) {  // warp-uniform
+#pragma unroll
+          for (int k = 0; k < 4; ++k) w[k] = bits32(words, base[k] + 2 * m * vb);
+          cw = 0;
+        }
+        const uint32_t sh = cw * 2 * vb;
+        ++cw;
+        uint32_t x[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) x[k] = lut_at(lut, ((w[k] >> sh) & vmask) | vlut);
+        const uint32_t a0 = lows(x[0], x[1]), a1 = highs(x[0], x[1]);
+        const uint32_t a2 = lows(x[2], x[3]), a3 = highs(x[2], x[3]);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) mma16816(acc[m][nt], a0, a1, a2, a3, b0[nt], b1[nt]);
+      }
+    }
+    __syncwarp();  // every lane is done with this buffer and with P
+    wt.issue_next(a, hd, buf, it);
+  }
+
+  mma_write_partial<NT, MD>(a, sp, smem, acc, mrun, lrun, exp2i(-(zcur + kev)), seq, h, split);
+}
+
+template <int NT, int MD>
+void launch(const KernelArgs& a, uint32_t n_kv, uint32_t n_seqs, uint32_t smem, cudaStream_t stream) {
+  launch_mma_kernel<decode_fast_kernel<NT, MD>>(
+      a, n_kv, n_seqs, smem, stream, "decode_fast_kernel<" + std::to_string(NT) + "," + std::to_string(MD) + ">");
+}
+
+template <int NT, int MD>
+int occupancy(uint32_t smem) {
+  return mma_kernel_occupancy<decode_fast_kernel<NT, MD>>(smem, "decode_fast_kernel");
+}
+
+}  // namespace
+
+void launch_decode_fast_prep(const KernelArgs& a, uint32_t nt, uint32_t n_kv, uint32_t n_seqs, cudaStream_t stream) {
+  const uint32_t smem = 2 * a.D * 8 * nt * 4;  // q staging and q' (<= 32 KiB: no attribute needed)
+  if (nt == 1) decode_fast_prep_kernel<1><<<dim3(2 * n_kv, n_seqs), kCtaThreads, smem, stream>>>(a);
+  else decode_fast_prep_kernel<2><<<dim3(2 * n_kv, n_seqs), kCtaThreads, smem, stream>>>(a);
+  check(cudaGetLastError(), "decode_fast_prep_kernel launch");
+}
+
+void launch_decode_fast(const KernelArgs& a, uint32_t nt, uint32_t md, uint32_t n_kv, uint32_t n_seqs, uint32_t smem,
+                        cudaStream_t stream) {
+  if (nt == 1 && md == 4) launch<1, 4>(a, n_kv, n_seqs, smem, stream);
+  else if (nt == 1 && md == 8) launch<1, 8>(a, n_kv, n_seqs, smem, stream);
+  else if (nt == 1) launch<1, 16>(a, n_kv, n_seqs, smem, stream);
+  else if (md == 4) launch<2, 4>(a, n_kv, n_seqs, smem, stream);
+  else launch<2, 8>(a, n_kv, n_seqs, smem, stream);
+}
+
+int fast_ctas_per_sm(uint32_t nt, uint32_t md, uint32_t smem) {
+  if (nt == 1 && md == 4) return occupancy<1, 4>(smem);
+  if (nt == 1 && md == 8) return occupancy<1, 8>(smem);
+  if (nt == 1) return occupancy<1, 16>(smem);
+  if (md == 4) return occupancy<2, 4>(smem);
+  return occupancy<2, 8>(smem);
+}
+
+}  // namespace kvbits::cuda::decode_detail
