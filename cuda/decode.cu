@@ -40,7 +40,7 @@ constexpr uint32_t kScalarStepRows = 128;  // a step of the scalar and fp16-laye
 constexpr uint32_t kMmaUnitRows = 4 * kSubRows;  // a quad of sub-tiles, one per warp
 
 struct Device {
-  int sms = 0, optin = 0;
+  int sms = 0, optin = 0, major = 0;
 };
 
 Device device(const DecodeParams& p) {
@@ -50,6 +50,7 @@ Device device(const DecodeParams& p) {
   d.sms = p.sm_count;
   if (d.sms <= 0) check(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute(SMs)");
   check(cudaDeviceGetAttribute(&d.optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute(smem)");
+  check(cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute(cc)");
   return d;
 }
 
@@ -76,6 +77,7 @@ struct LaunchPlan {
   uint32_t gq = 1, nt = 1, md = 0;
   uint32_t packed_splits = 1, fp16_splits = 0, fp16_chunk = 0;
   uint32_t smem = 0, stage_stride = 0, stages = 0, mma_chunks = 0, lut_words = 0;
+  bool pdl = false;  // programmatic dependent launch (sm_90+)
 };
 
 uint32_t ceil_div(uint64_t a, uint64_t b) { return uint32_t((a + b - 1) / b); }
@@ -108,6 +110,7 @@ LaunchPlan plan_launch(const DecodeParams& p) {
   const uint32_t D = p.head_dim, gqa = p.n_q_heads / std::max(1u, p.n_kv_heads);
   const Device dev = device(p);
   LaunchPlan lp;
+  lp.pdl = dev.major >= 9;
   const uint64_t fp16_rows = uint64_t(p.sink_tokens) + p.window_tokens;
   if (fp16_rows > 0) {
     lp.fp16_splits = std::min<uint32_t>(ceil_div(fp16_rows, kFp16SplitRows), kMaxFp16Splits);
@@ -325,6 +328,7 @@ void decode_attention(const DecodeParams& p, void* stream_ptr) {
   a.ws_lut = reinterpret_cast<uint32_t*>(ws + wl.lut);
   a.ws_prep = reinterpret_cast<uint32_t*>(ws + wl.prep);
   a.prep_words = lp.variant == kDecodeVariantFast ? fast_prep_words(lp.mma_chunks, lp.nt) : 0;
+  a.pdl = lp.pdl ? 1u : 0u;
 
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   if (lp.variant == 0) launch_decode_fp16_layer(a, lp.gq, p.n_kv_heads, p.n_seqs, lp.smem, stream);

@@ -42,6 +42,9 @@ struct KernelArgs {
   uint32_t mma_chunks;            // tensor-core kernels: most K chunks of any head (sizes the q' operands)
   uint32_t lut_words;             // fast kernel: most centroid-table words of any head
   uint32_t prep_words;            // fast kernel: words of one prepared block
+  uint32_t pdl;                   // host only: programmatic dependent launch allowed (sm_90+): the merge
+                                  // starts before the decode launch ends (prefetching R_v) and waits
+                                  // (griddepcontrol.wait) before reading the partials
 };
 
 // Launchers (no synchronisation; check the launch error). gq: query heads per KV head rounded up
@@ -62,5 +65,38 @@ int mma_ctas_per_sm(uint32_t nt, uint32_t md, uint32_t smem);
 int fast_ctas_per_sm(uint32_t nt, uint32_t md, uint32_t smem);
 
 void check(cudaError_t e, const char* what);
+
+// Programmatic dependent launch (sm_90+; no-ops elsewhere and for launches without the attribute):
+// pdl_trigger lets the next launch of the stream start its blocks; pdl_wait blocks until the
+// previous launch has finished and its memory is visible.
+#ifdef __CUDACC__
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Launches kernel<<<grid, block, smem, stream>>>(a), with programmatic stream serialization when
+// a.pdl is set.
+template <typename Kernel>
+cudaError_t launch_pdl(Kernel kernel, dim3 grid, dim3 block, uint32_t smem, cudaStream_t stream, const KernelArgs& a) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = a.pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, a);
+}
+#endif
 
 }  // namespace kvbits::cuda::decode_detail

@@ -69,6 +69,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(KernelArgs a) {
                                    : make_float4(0.f, 0.f, 0.f, 0.f);
   }
 
+  pdl_wait();  // the decode launch's partials (the R_v rows above were requested before it ended)
   const float* ml = a.ws_ml + row * S * 2;
   float m = -INFINITY;
   for (uint32_t k = tid; k < S; k += kMergeThreads) m = fmaxf(m, ml[2 * k]);
@@ -147,8 +148,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(KernelArgs a) {
 }  // namespace
 
 void launch_merge(const KernelArgs& a, uint32_t n_seqs, cudaStream_t stream) {
-  merge_kernel<<<dim3(a.n_q, n_seqs), kMergeThreads, 0, stream>>>(a);
-  check(cudaGetLastError(), "merge_kernel launch");
+  check(launch_pdl(merge_kernel, dim3(a.n_q, n_seqs), dim3(kMergeThreads), 0, stream, a), "merge_kernel launch");
 }
 
 }  // namespace kvbits::cuda::decode_detail
