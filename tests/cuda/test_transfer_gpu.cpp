@@ -15,6 +15,7 @@
 
 #include "cache_pair.hpp"
 #include "cache_test_util.hpp"
+#include "cuda/device_cache.hpp"
 #include "kvbits/attention.hpp"
 
 using namespace kvbits;
@@ -131,7 +132,7 @@ struct RangeCase {
 
 TEST_F(GpuTransfer, HeadRangesMatchTheFullGpuCacheBitForBit) {
   const RangeCase cases[] = {
-      {8, 4, 128, 64, 0, 0, false, 8, 4000},  // long: a one-head launch would split otherwise
+      {16, 8, 128, 64, 0, 0, false, 8, 4000},  // long: a one-head launch would split otherwise
       {8, 4, 128, 64, 4, 16, false, 3, 700},
       {16, 4, 64, 16, 0, 8, true, 5, 1500},
       {4, 4, 128, 64, 2, 0, false, 2, 2500},
@@ -177,6 +178,17 @@ TEST_F(GpuTransfer, HeadRangesMatchTheFullGpuCacheBitForBit) {
           parts[r]->append(l, seqs.data(), n.data(), s.n_seqs, kc.data(), vc.data(), DType::f32);
         }
       }
+    if (&s == &cases[0]) {
+      // The case is meant to need the matching: a launch over one head would split otherwise.
+      cuda::DecodeParams own, all;
+      static_cast<cuda::CudaCache*>(parts[0]->device_cache())->describe_layer(own, "test", 0, seqs.data(), s.n_seqs, 0);
+      static_cast<cuda::CudaCache*>(full.device_cache())->describe_layer(all, "test", 0, seqs.data(), s.n_seqs, 0);
+      const uint32_t own_splits = cuda::decode_splits(own), all_splits = cuda::decode_splits(all);
+      EXPECT_NE(own_splits, all_splits) << "the long case no longer tests the split matching";
+      cuda::HeadRangeLaunch(*plan, s.page_size).match_decode(own, 0);
+      EXPECT_EQ(own.splits, all_splits);
+      EXPECT_EQ(own.variant, cuda::decode_variant(all));
+    }
     const std::vector<uint32_t> q_len(s.n_seqs, 5);
     const auto q = random_values(300, s.n_seqs * 5 * Hq * D);
     for (uint32_t l = 0; l < 2; ++l) {
@@ -211,12 +223,14 @@ TEST_F(GpuTransfer, ExportsMatchTheCpuAndImportsCrossBackends) {
   const uint64_t a = pair.add(), b = pair.add();
   for (uint32_t l = 0; l < 2; ++l) {
     const auto k = random_values(10 + l, 100 * 2 * 128), v = random_values(20 + l, 100 * 2 * 128);
-    pair.append(l, {a, b}, {70 + l, 20}, k, v, DType::f32, true);
+    const auto r = pair.append(l, {a, b}, {70 + l, 20}, k, v, DType::f32, true);
+    ASSERT_TRUE(r.first.code == StatusCode::ok && r.second.code == StatusCode::ok) << r.first.message << r.second.message;
   }
   const uint64_t f = pair.fork(a, 37);  // shares a partial page
   for (uint32_t l = 0; l < 2; ++l) {
     const auto k = random_values(30 + l, 3 * 2 * 128);
-    pair.append(l, {f}, {3}, k, k, DType::f32, false);
+    const auto r = pair.append(l, {f}, {3}, k, k, DType::f32, false);
+    ASSERT_TRUE(r.first.code == StatusCode::ok && r.second.code == StatusCode::ok) << r.first.message << r.second.message;
   }
   pair.expect_identical("filled");
   const auto q = random_values(40, 4 * 8 * 128);
