@@ -368,6 +368,10 @@ TEST(CacheTransfer, RejectionsLeaveTheCacheUnchanged) {
   refused(StatusCode::shape_mismatch, "page_size 4 in the export, 8", good, page8);
   Cache window0(src.plan, ctx(), config(4, 64, 1, 0));
   refused(StatusCode::shape_mismatch, "sink/window tokens 1/2 in the export, 1/0", good, window0);
+  Cache sink3(src.plan, ctx(), config(4, 64, 3, 2));
+  refused(StatusCode::shape_mismatch, "sink/window tokens 1/2 in the export, 3/2", good, sink3);
+  refused(StatusCode::shape_mismatch, "sink/window tokens 0/2 in the export, 1/2",
+          with([](transfer::Header& h) { h.sink = 0; }), dst);
   const size_t pages = size_t(h0.n_pages);
   ASSERT_GE(pages, 2u);
   Cache small(src.plan, ctx(), config(4, pages - 1, 1, 2));
