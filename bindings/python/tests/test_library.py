@@ -125,7 +125,7 @@ class TestStructLayouts(unittest.TestCase):
                           p.kv_head_begin, p.kv_head_end, list(p.reserved)), (64, 0, -1, -1, 1024, 0, 0, [0] * 5))
         self.assertFalse(p.model)
         a = self.defaults_into(S.AttentionParams, "kvb_attention_params_default")
-        self.assertEqual((a.scale, list(a.reserved)), (0.0, [0] * 6))
+        self.assertEqual((a.scale, a.precision, list(a.reserved)), (0.0, 0, [0] * 5))
 
     def output_struct(self, struct_type, fn_name, handle):
         """Asks for 16 bytes more than the mirror: the library zeroes what it does not know, so

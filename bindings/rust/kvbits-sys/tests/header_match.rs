@@ -308,7 +308,7 @@ fn header_parse_finds_everything_it_should() {
     assert_eq!(h.opaque.len(), 4);
     assert_eq!(h.enum_typedefs.len(), 4);
     assert_eq!(h.scalar_typedefs.len(), 3);
-    assert_eq!(h.defines.len(), 19, "{:?}", h.defines);
+    assert_eq!(h.defines.len(), 21, "{:?}", h.defines);
     assert_eq!(h.enum_constants.len(), 14);
 }
 
