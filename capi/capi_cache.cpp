@@ -27,6 +27,7 @@ kvbits::CacheConfig to_config(const kvb_cache_params* params, const kvbits::Plan
   kvbits::CacheConfig cfg;
   cfg.page_size = p.page_size, cfg.max_pages = p.max_pages, cfg.max_sequences = p.max_sequences;
   cfg.sink_tokens = p.sink_tokens, cfg.window_tokens = p.window_tokens;
+  cfg.kv_head_begin = p.kv_head_begin, cfg.kv_head_end = p.kv_head_end;
   return cfg;
 }
 

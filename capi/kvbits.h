@@ -362,7 +362,16 @@ typedef struct kvb_cache_params {
   const kvb_model_shape* model; /* optional: your model's shape; a plan made for another model
                                    is then refused with KVB_ERR_SHAPE_MISMATCH */
   uint32_t max_sequences; /* 1..2^24; default 1024 */
-  uint32_t reserved[7];   /* must be zero */
+  /* KV heads [kv_head_begin, kv_head_end) of the plan (tensor parallelism: one cache per GPU,
+   * docs/transfer.md); 0/0 (default) = every head. Such a cache holds only those heads: append
+   * takes k, v [.., kv_head_end - kv_head_begin, head_dim], attention takes q and writes out for
+   * their query heads [.., (kv_head_end - kv_head_begin) * group, head_dim] (group = n_q_heads /
+   * n_kv_heads; the model's query heads kv_head_begin * group ..), kvb_cache_read returns those
+   * heads and statistics count only their bytes. Results are bit-identical to the same heads of
+   * a cache of every head, on the CPU and on CUDA. Else 0 <= begin < end <= n_kv_heads. */
+  uint32_t kv_head_begin;
+  uint32_t kv_head_end;
+  uint32_t reserved[5];   /* must be zero */
 } kvb_cache_params;
 
 /* Fills the defaults and sets struct_size. NULL is a no-op. */
@@ -446,6 +455,46 @@ typedef struct kvb_cache_stats {
 /* Memory statistics. Returns KVB_OK; KVB_ERR_NULL_POINTER; KVB_ERR_INVALID_ARGUMENT
  * (struct_size too small; *stats is then untouched). */
 KVB_API kvb_status kvb_cache_get_stats(const kvb_cache* cache, kvb_cache_stats* stats, kvb_error* err);
+
+/* The cache's KV heads [*begin_out, *end_out) of its plan (0 and n_kv_heads unless created for
+ * a range). Either output may be NULL. Returns KVB_OK; KVB_ERR_NULL_POINTER (cache). */
+KVB_API kvb_status kvb_cache_kv_heads(const kvb_cache* cache, uint32_t* begin_out, uint32_t* end_out,
+                                      kvb_error* err);
+
+/* ---- sequence transfer ---------------------------------------------------------------------
+ * One sequence, every layer, as a self-describing byte string (docs/transfer.md): a versioned
+ * little-endian header (plan fingerprint, KV-head range, page size, sink/window, per-layer
+ * lengths, checksums) and the cache's own bytes (page rows, fp16 sink/window rows), copied, never
+ * re-encoded. Import it into a cache of the same plan, KV-head range, page size and sink/window,
+ * on either backend (disaggregated prefill/decode, moving a sequence between GPUs or machines):
+ * the imported sequence reads back and attends bit for bit as the exported one. */
+
+/* Bytes kvb_cache_seq_export writes for `seq` (its size changes as the sequence grows).
+ * Returns KVB_OK; KVB_ERR_NULL_POINTER (cache or size_out); KVB_ERR_NOT_FOUND. */
+KVB_API kvb_status kvb_cache_seq_export_size(const kvb_cache* cache, uint64_t seq, size_t* size_out, kvb_error* err);
+
+/* Writes `seq` into buf[capacity]; *size_out receives the bytes written (or needed).
+ * buf: host memory; on a CUDA context also device memory (the copies are then device to device
+ * and the checksum is computed on the GPU). `stream` orders the copies on CUDA; the call waits
+ * for them. The cache is not modified.
+ * Returns KVB_OK; KVB_ERR_NULL_POINTER (cache, buf or size_out); KVB_ERR_NOT_FOUND;
+ * KVB_ERR_INVALID_ARGUMENT (capacity too small: buf untouched, *size_out = the size needed);
+ * KVB_ERR_UNSUPPORTED (CUDA: `stream` is being captured); KVB_ERR_DEVICE; KVB_ERR_OUT_OF_MEMORY.
+ * On other failures buf's contents are unspecified. */
+KVB_API kvb_status kvb_cache_seq_export(const kvb_cache* cache, uint64_t seq, void* buf, size_t capacity,
+                                        size_t* size_out, void* stream, kvb_error* err);
+
+/* Adds the sequence exported in buf[size] (exactly the bytes kvb_cache_seq_export wrote) as a new
+ * sequence; *id_out receives its id. buf: host memory, or device memory on a CUDA context.
+ * Returns KVB_OK; KVB_ERR_NULL_POINTER (cache, buf or id_out); KVB_ERR_CORRUPT_DATA (truncated or
+ * extra bytes, bad magic, a header or payload checksum mismatch, impossible lengths);
+ * KVB_ERR_VERSION_UNSUPPORTED (another layout version); KVB_ERR_SHAPE_MISMATCH (another plan,
+ * KV-head range, page size or sink/window); KVB_ERR_CAPACITY_EXHAUSTED (lengths beyond what the
+ * pool can hold, not enough free pages, max_sequences live); KVB_ERR_UNSUPPORTED (stream being
+ * captured); KVB_ERR_DEVICE; KVB_ERR_OUT_OF_MEMORY. On failure *id_out = KVB_SEQ_NONE and the
+ * cache is unchanged. */
+KVB_API kvb_status kvb_cache_seq_import(kvb_cache* cache, const void* buf, size_t size, uint64_t* id_out,
+                                        void* stream, kvb_error* err);
 
 /* ---- attention ---------------------------------------------------------------------------
  * Attention on the packed cache. The query's own key and value must have been appended first. */

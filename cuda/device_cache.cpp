@@ -179,6 +179,7 @@ void CudaCache::attach() {
   check_cuda(cudaMemset(offsets_.get(), 0, offsets_.size()), "cudaMemset(sequence mirror)");
   check_cuda(cudaMemset(arena_.get(), 0, arena_.size()), "cudaMemset(page-table arena)");
   slots_.assign(size_t(max_seqs), TableSlot{});
+  if (m_.head_range()) head_range_launch_ = std::make_unique<HeadRangeLaunch>(*m_.full_plan, m_.page_size);
   // The memsets ran on the legacy stream, which a non-blocking stream never waits for.
   check_cuda(cudaDeviceSynchronize(), "cache: cudaDeviceSynchronize");
 }
@@ -583,6 +584,7 @@ void CudaCache::decode(uint32_t layer, const uint64_t* seqs, size_t n_seqs, cons
   DecodeParams p;
   describe_layer(p, "attention_decode", layer, seqs, n_seqs, scale);
   p.fp32_products = precision == Precision::fp32;
+  if (head_range_launch_) head_range_launch_->match_decode(p, layer);  // after fp32_products: it picks the kernel
 
   CudaContext::Call call(ctx_, stream);
   const bool q_dev = device_accessible(q), out_dev = device_accessible(out), lse_dev = lse && device_accessible(lse);
@@ -658,6 +660,7 @@ void CudaCache::extend(uint32_t layer, const uint64_t* seqs, const uint32_t* q_l
   e.total_q = uint32_t(total);
   const size_t q_rows = size_t(total) * Hq;
   if (total == 0) return;  // nothing to attend; out and lse have no rows
+  if (head_range_launch_) head_range_launch_->match_extend(e);
 
   CudaContext::Call call(ctx_, stream);
   if (call.capturing())

@@ -23,6 +23,7 @@
 #include "cuda/cuda_context.hpp"
 #include "cuda/device_cache_mirror.hpp"
 #include "cuda/extend_tables.hpp"
+#include "cuda/head_range_launch.hpp"
 
 namespace kvbits::cuda {
 
@@ -45,6 +46,12 @@ class CudaCache final : public cache_detail::DeviceCache {
               float* lse, float scale, Precision precision, void* stream) override;
   void extend(uint32_t layer, const uint64_t* seqs, const uint32_t* q_len, size_t n_seqs, const void* q,
               DType q_dtype, float* out, float* lse, float scale, void* stream) override;
+  // Sequence transfer (device_cache_transfer.cpp).
+  uint64_t export_payload(const cache_detail::TransferList& list, uint8_t* payload, void* stream) const override;
+  void import_payload(const cache_detail::TransferList& list, const uint8_t* payload, void* stream) override;
+  void write_buffer(void* buf, const void* host, size_t n, void* stream) const override;
+  void read_buffer(void* host, const void* buf, size_t n, void* stream) const override;
+  uint64_t buffer_checksum(const uint8_t* buf, size_t n, void* stream) const override;
 
   // The attention calls' shared parts: the layer's descriptors in p (op names errors), the
   // non-finite check of a host query, the device mirror decode and extend gather from.
@@ -109,6 +116,8 @@ class CudaCache final : public cache_detail::DeviceCache {
   uint64_t compactions_ = 0;
   bool force_exact_ = false;
   void* events_[4] = {};
+  // A cache over a range of KV heads: the launch shape of a cache of every head (null otherwise).
+  std::unique_ptr<HeadRangeLaunch> head_range_launch_;
 };
 
 }  // namespace kvbits::cuda

@@ -117,7 +117,7 @@ func (c *Cache) attendHost(op string, layer uint32, seqs []uint64, qLen []uint32
 	}
 	var lsePtr unsafe.Pointer
 	if lse != nil {
-		if err := checkLen(op, "lse", uint64(len(lse)), product(rows, uint64(c.info.NQHeads)),
+		if err := checkLen(op, "lse", uint64(len(lse)), product(rows, uint64(c.nQ)),
 			rowsName+" * n_q_heads"); err != nil {
 			return err
 		}

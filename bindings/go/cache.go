@@ -25,6 +25,10 @@ type CacheParams struct {
 	WindowTokens int64       // fp16 recent window per sequence, 0..2^24; -1 = the plan's
 	Model        *ModelShape // optional: your model; a plan made for another is refused
 	MaxSequences uint32      // 1..2^24; default 1024
+	// KV heads [KVHeadBegin, KVHeadEnd) of the plan (tensor parallelism: one cache per GPU);
+	// 0/0 (default) = every head. Such a cache takes and gives only those heads (KVHeads,
+	// NKVHeads, NQHeads), with results bit-identical to those heads of a cache of every head.
+	KVHeadBegin, KVHeadEnd uint32
 }
 
 // DefaultCacheParams returns kvb_cache_params_default's values (MaxPages 0: set it).
@@ -54,6 +58,8 @@ type Cache struct {
 	mu   sync.Mutex
 	ptr  *C.kvb_cache
 	info PlanInfo // the plan's shape, for checking slice lengths before calling C
+	// The cache's KV heads [kvBegin, kvEnd) and the KV and query heads its tensors hold.
+	kvBegin, kvEnd, nKV, nQ uint32
 }
 
 // NewCache creates an empty cache; its whole page pool is allocated now. The cache keeps the
@@ -80,6 +86,7 @@ func NewCache(ctx *Context, plan *Plan, params CacheParams) (*Cache, error) {
 	p.page_size, p.max_pages = C.uint32_t(params.PageSize), C.uint64_t(params.MaxPages)
 	p.sink_tokens, p.window_tokens = C.int64_t(params.SinkTokens), C.int64_t(params.WindowTokens)
 	p.max_sequences = C.uint32_t(params.MaxSequences)
+	p.kv_head_begin, p.kv_head_end = C.uint32_t(params.KVHeadBegin), C.uint32_t(params.KVHeadEnd)
 	if params.Model != nil {
 		// The struct passed to C may not point into Go memory: the shape goes to C memory.
 		m := (*C.kvb_model_shape)(C.malloc(C.sizeof_kvb_model_shape))
@@ -92,7 +99,14 @@ func NewCache(ctx *Context, plan *Plan, params CacheParams) (*Cache, error) {
 	if err := toError(op, C.kvb_cache_create(cp, pp, &p, &ptr, e), e); err != nil {
 		return nil, err
 	}
-	c := &Cache{ptr: ptr, info: info}
+	var begin, end C.uint32_t
+	if err := toError(op, C.kvb_cache_kv_heads(ptr, &begin, &end, e), e); err != nil {
+		C.kvb_cache_destroy(ptr)
+		return nil, err
+	}
+	c := &Cache{ptr: ptr, info: info, kvBegin: uint32(begin), kvEnd: uint32(end)}
+	c.nKV = c.kvEnd - c.kvBegin
+	c.nQ = c.nKV * (info.NQHeads / info.NKVHeads)
 	runtime.SetFinalizer(c, (*Cache).Close)
 	return c, nil
 }
@@ -127,7 +141,7 @@ func (c *Cache) acquire(op string) (*C.kvb_cache, error) {
 }
 
 // PlanInfo returns the summary of the cache's plan (its shape sizes the tensors of Append,
-// Read, Decode and Extend).
+// Read, Decode and Extend; for a cache of a KV-head range, NKVHeads and NQHeads do).
 func (c *Cache) PlanInfo() PlanInfo {
 	if c == nil {
 		return PlanInfo{}

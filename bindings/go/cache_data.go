@@ -132,10 +132,10 @@ func readC(op string, ptr *C.kvb_cache, seq uint64, layer, pos, n uint32, kOut, 
 }
 
 // kvRow is the values per token of k and v: n_kv_heads * head_dim.
-func (c *Cache) kvRow() uint64 { return uint64(c.info.NKVHeads) * uint64(c.info.HeadDim) }
+func (c *Cache) kvRow() uint64 { return uint64(c.nKV) * uint64(c.info.HeadDim) }
 
 // qRow is the values per query row of q and out: n_q_heads * head_dim.
-func (c *Cache) qRow() uint64 { return uint64(c.info.NQHeads) * uint64(c.info.HeadDim) }
+func (c *Cache) qRow() uint64 { return uint64(c.nQ) * uint64(c.info.HeadDim) }
 
 // checkSeqs refuses an empty batch, as the library does (n_seqs 0 is a bookkeeping bug).
 func checkSeqs(op string, seqs []uint64) error {

@@ -51,6 +51,9 @@ struct CacheConfig {
   uint32_t max_sequences = 1024;  // 1..2^24
   int64_t sink_tokens = -1;    // -1: the plan's policy
   int64_t window_tokens = -1;  // -1: the plan's policy; else 0..2^24 (as sink_tokens)
+  // KV heads [kv_head_begin, kv_head_end) of the plan (tensor parallelism: one cache per GPU);
+  // 0/0 = every head. Such a cache holds only those heads: see Cache::plan() (docs/transfer.md).
+  uint32_t kv_head_begin = 0, kv_head_end = 0;
 };
 
 // Byte layout of one page of one (layer, KV head).
@@ -101,7 +104,14 @@ class Cache {
   Cache(const Cache&) = delete;
   Cache& operator=(const Cache&) = delete;
 
+  // The plan this cache serves: the plan it was created with, or for a KV-head range the same
+  // plan cut to those heads (n_kv_heads = end - begin, n_q_heads = (end - begin) * GQA group,
+  // the heads' plans unchanged), so every shape of append, read and attention follows it.
   const Plan& plan() const { return *plan_; }
+  // The plan the cache was created with (all KV heads), and the cache's range of its heads.
+  const Plan& full_plan() const { return *full_plan_; }
+  uint32_t kv_head_begin() const { return head_begin_; }
+  uint32_t kv_head_end() const { return head_end_; }
   const Context& context() const { return *ctx_; }
   const CacheConfig& config() const { return cfg_; }
   uint32_t sink_tokens() const { return sink_; }
@@ -145,6 +155,20 @@ class Cache {
 
   CacheStats stats() const;
 
+  // Sequence transfer (docs/transfer.md): one sequence, every layer, in a versioned
+  // backend-independent byte layout. export_size: the bytes export_sequence writes
+  // (Error(not_found)). export_sequence writes them to buf (host memory; on a CUDA context
+  // also device memory) and returns the count; capacity too small: Error(invalid_argument),
+  // buf untouched. import_sequence adds the sequence held in buf[size] (a cache of the same
+  // plan, KV-head range, page size, sink and window) and returns its id; on any error
+  // (corrupt_data, version_unsupported, shape_mismatch, capacity_exhausted, ...) the cache is
+  // unchanged. Both wait for their copies (`stream` orders them on a CUDA context).
+  size_t export_size(uint64_t seq) const;
+  size_t export_sequence(uint64_t seq, void* buf, size_t capacity, void* stream = nullptr) const;
+  uint64_t import_sequence(const void* buf, size_t size, void* stream = nullptr);
+  // FNV-1a 64 of serialize_plan(full_plan()): what an export is tied to.
+  uint64_t plan_fingerprint() const;
+
   // For attention backends (device addresses on a CUDA context, see above).
   SeqLayerView view(uint64_t seq, uint32_t layer) const;
   const uint8_t* page_data(uint32_t layer, uint32_t kv_head, uint32_t page) const;
@@ -155,7 +179,9 @@ class Cache {
   Impl& impl() const { return *impl_; }  // kvbits' own backends and tests only
 
  private:
-  std::shared_ptr<const Plan> plan_;
+  std::shared_ptr<const Plan> full_plan_;  // as created with
+  std::shared_ptr<const Plan> plan_;       // full_plan_, or its cut to [head_begin_, head_end_)
+  uint32_t head_begin_ = 0, head_end_ = 0;
   const Context* ctx_;
   CacheConfig cfg_;
   uint32_t sink_ = 0, window_ = 0;

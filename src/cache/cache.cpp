@@ -1,11 +1,13 @@
 // Cache: construction (config checks, quantizers, page layouts, the pool), sequences, and
 // the read-only queries. Append, read and fork live in their own files.
 #include <new>
+#include <tuple>
 #include <string>
 #include <utility>
 
 #include "cache_device.hpp"
 #include "cache_impl.hpp"
+#include "head_range.hpp"
 #include "kvbits/status.hpp"
 #include "kvbits_config.h"
 
@@ -116,15 +118,27 @@ Cache::Impl::Impl(const Plan& plan_in, const Context& ctx_in, const CacheConfig&
 Cache::Impl::~Impl() = default;
 
 Cache::Cache(std::shared_ptr<const Plan> plan, const Context& ctx, const CacheConfig& cfg)
-    : plan_(std::move(plan)), ctx_(&checked_context(ctx)), cfg_(cfg) {
-  const Plan& p = checked_plan(plan_);
+    : full_plan_(std::move(plan)), ctx_(&checked_context(ctx)), cfg_(cfg) {
+  checked_plan(full_plan_);
   check_config(cfg_);
+  std::tie(head_begin_, head_end_) =
+      cache_detail::resolve_head_range(cfg_.kv_head_begin, cfg_.kv_head_end, full_plan_->shape.n_kv_heads);
+  try {
+    plan_ = head_end_ - head_begin_ == full_plan_->shape.n_kv_heads
+                ? full_plan_
+                : std::make_shared<const Plan>(cache_detail::cut_kv_heads(*full_plan_, head_begin_, head_end_));
+  } catch (const std::bad_alloc&) {
+    fail(StatusCode::out_of_memory, "cache: out of memory cutting the plan to its KV heads");
+  }
+  const Plan& p = *plan_;
   sink_ = resolve_tokens(cfg_.sink_tokens, p.sink_tokens, "sink_tokens");
   window_ = resolve_tokens(cfg_.window_tokens, p.window_tokens, "window_tokens");
   try {
     auto quantizers = build_quantizers(p, *ctx_);
     auto layouts = build_layouts(p, quantizers, cfg_.page_size);
     impl_ = std::make_unique<Impl>(p, *ctx_, cfg_, sink_, window_, std::move(quantizers), std::move(layouts));
+    impl_->full_plan = full_plan_.get();
+    impl_->head_begin = head_begin_;
     if (impl_->device) impl_->device->attach();
   } catch (const std::bad_alloc&) {
     fail(StatusCode::out_of_memory, "cache: out of memory building the quantizers and page tables");

@@ -14,6 +14,7 @@
 
 #include "cache_impl.hpp"
 #include "kvbits/attention.hpp"
+#include "transfer_list.hpp"
 
 namespace kvbits::cache_detail {
 
@@ -53,6 +54,19 @@ class DeviceCache {
   virtual void mirror_sequence(uint64_t id, const Sequence& seq) = 0;
   // A removed sequence: the pages it freed are zeroed on the device (free pages stay zero).
   virtual void removed(uint64_t id, const std::vector<uint32_t>& freed_pages) = 0;
+
+  // Sequence transfer (cache_transfer.cpp); each waits for its work. `payload` and `buf` are
+  // a caller's buffer in host or device memory.
+  // Export: runs list.copies (cache -> payload), zeroes list.zeros in the payload and returns
+  // the payload checksum (seq_transfer_format.hpp), computed where the payload lives.
+  virtual uint64_t export_payload(const TransferList& list, uint8_t* payload, void* stream) const = 0;
+  // Import: runs list.copies (payload -> pages just taken and new fp16 blocks) and zeroes
+  // list.zeros in the pages.
+  virtual void import_payload(const TransferList& list, const uint8_t* payload, void* stream) = 0;
+  // n bytes between a caller's buffer and host memory, and the payload checksum of a buffer.
+  virtual void write_buffer(void* buf, const void* host, size_t n, void* stream) const = 0;
+  virtual void read_buffer(void* host, const void* buf, size_t n, void* stream) const = 0;
+  virtual uint64_t buffer_checksum(const uint8_t* buf, size_t n, void* stream) const = 0;
 
   // attention_decode on this cache (inputs validated by the caller except q's values).
   virtual void decode(uint32_t layer, const uint64_t* seqs, size_t n_seqs, const void* q, DType q_dtype, float* out,

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "kvbits/cache.hpp"
@@ -32,6 +33,14 @@ struct Cache::Impl {
   std::unique_ptr<cache_detail::DeviceCache> device;
   cache_detail::PagePool pool;                              // region = layer * n_heads + head
   cache_detail::SequenceTable seqs;
+  // A cache over KV heads [head_begin, head_begin + n_heads) of full_plan (`plan` is then the
+  // cut plan; both are the same plan for a cache of every head). Set before attach().
+  const Plan* full_plan = nullptr;
+  uint32_t head_begin = 0;
+  bool head_range() const { return full_plan != &plan; }
+  // Cache::plan_fingerprint, computed on first use.
+  mutable std::once_flag fingerprint_once;
+  mutable uint64_t fingerprint = 0;
 
   size_t slot(uint32_t layer, uint32_t head) const { return size_t(layer) * n_heads + head; }
   bool fp16_layer(uint32_t layer) const { return layouts[slot(layer, 0)].fp16; }

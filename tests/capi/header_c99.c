@@ -18,7 +18,8 @@ static const any_fn every_function[] = {
     FN(kvb_calibrator_build_plan), FN(kvb_cache_params_default), FN(kvb_cache_create), FN(kvb_cache_destroy),
     FN(kvb_cache_seq_add), FN(kvb_cache_seq_remove), FN(kvb_cache_seq_fork), FN(kvb_cache_seq_length),
     FN(kvb_cache_append), FN(kvb_cache_read), FN(kvb_cache_get_stats), FN(kvb_attention_params_default),
-    FN(kvb_attention_decode), FN(kvb_attention_extend),
+    FN(kvb_attention_decode), FN(kvb_attention_extend), FN(kvb_cache_kv_heads), FN(kvb_cache_seq_export_size),
+    FN(kvb_cache_seq_export), FN(kvb_cache_seq_import),
 };
 
 int main(void) {
@@ -60,7 +61,8 @@ int main(void) {
   kvb_cache_params_default(&params);
   kvb_context_params_default(&cp);
   if (shape.struct_size != sizeof shape || options.struct_size != sizeof options || ap.struct_size != sizeof ap ||
-      params.struct_size != sizeof params || cp.struct_size != sizeof cp || cp.backend != KVB_BACKEND_AUTO)
+      params.struct_size != sizeof params || cp.struct_size != sizeof cp || cp.backend != KVB_BACKEND_AUTO ||
+      params.kv_head_begin != 0 || params.kv_head_end != 0)
     return 1;
   cp.backend = KVB_BACKEND_CPU;
   if (kvb_context_create(&cp, &ctx, &err) != KVB_OK) return 1;

@@ -510,6 +510,14 @@ TEST_F(BadInput, CacheCreate) {
       {"create: window_tokens 2^40", KVB_ERR_INVALID_ARGUMENT, true,
        with_params([](kvb_cache_params& p) { p.window_tokens = int64_t(1) << 40; })},
       {"create: reserved not zero", KVB_ERR_INVALID_ARGUMENT, true, with_params([](kvb_cache_params& p) { p.reserved[0] = 9; })},
+      {"create: last reserved not zero", KVB_ERR_INVALID_ARGUMENT, true,
+       with_params([](kvb_cache_params& p) { p.reserved[4] = 1; })},
+      {"create: kv_head_end past n_kv_heads", KVB_ERR_INVALID_ARGUMENT, true,
+       with_params([](kvb_cache_params& p) { p.kv_head_end = HKV + 1; })},
+      {"create: kv_head_begin == kv_head_end", KVB_ERR_INVALID_ARGUMENT, true,
+       with_params([](kvb_cache_params& p) { p.kv_head_begin = 1, p.kv_head_end = 1; })},
+      {"create: kv_head_begin without kv_head_end", KVB_ERR_INVALID_ARGUMENT, true,
+       with_params([](kvb_cache_params& p) { p.kv_head_begin = 1; })},
       {"create: struct_size 8", KVB_ERR_INVALID_ARGUMENT, true, with_params([](kvb_cache_params& p) { p.struct_size = 8; })},
       {"create: plan for another model shape", KVB_ERR_SHAPE_MISMATCH, true,
        with_params([&](kvb_cache_params& p) { p.model = &shape_; }, other_plan_.get())},
@@ -659,6 +667,127 @@ TEST_F(BadInput, AppendAndRead) {
       {"read: past the end", KVB_ERR_INVALID_ARGUMENT, true, read(a_, 0, 10, 4)},
       {"read: empty sequence", KVB_ERR_INVALID_ARGUMENT, true, read(empty_, 0, 0, 1)},
       {"read: pos UINT32_MAX", KVB_ERR_INVALID_ARGUMENT, true, read(a_, 0, UINT32_MAX, 2)},
+  };
+  run(rows);
+}
+
+TEST_F(BadInput, Transfer) {
+  size_t size_a = 0;
+  KVB_ASSERT_OK(kvb_cache_seq_export_size(cache(), a_, &size_a, err));
+  std::vector<uint8_t> good(size_a);
+  KVB_ASSERT_OK(kvb_cache_seq_export(cache(), a_, good.data(), good.size(), &size_a, nullptr, err));
+  // Exports the caches below refuse: another plan's, and one longer than the free pages.
+  auto export_from = [&](const kvb_plan* plan, uint32_t tokens, uint32_t max_pages) {
+    kvb_cache_params p;
+    kvb_cache_params_default(&p);
+    p.page_size = 4, p.max_pages = max_pages;
+    kvb_cache* c = nullptr;
+    kvb_error e = error();
+    EXPECT_EQ(kvb_cache_create(ctx_.get(), plan, &p, &c, &e), KVB_OK) << e.message;
+    uint64_t id = 0;
+    EXPECT_EQ(kvb_cache_seq_add(c, &id, &e), KVB_OK);
+    kvb_plan_info info;
+    std::memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    EXPECT_EQ(kvb_plan_get_info(plan, &info, &e), KVB_OK);
+    const auto k = activations(tokens, HKV, D, 1.0, 5);
+    for (uint32_t l = 0; l < info.n_layers; ++l)
+      EXPECT_EQ(kvb_cache_append(c, l, &id, &tokens, 1, k.data(), k.data(), KVB_DTYPE_F32, nullptr, &e), KVB_OK)
+          << e.message;
+    size_t n = 0;
+    EXPECT_EQ(kvb_cache_seq_export_size(c, id, &n, &e), KVB_OK);
+    std::vector<uint8_t> b(n);
+    EXPECT_EQ(kvb_cache_seq_export(c, id, b.data(), n, &n, nullptr, &e), KVB_OK) << e.message;
+    kvb_cache_destroy(c);
+    return b;
+  };
+  const std::vector<uint8_t> foreign = export_from(other_plan_.get(), 5, 8);
+  const std::vector<uint8_t> long_one = export_from(plan_.get(), 60, 64);
+  auto import = [&](std::vector<uint8_t> bytes) {
+    return [=](kvb_error* e) {
+      return no_id([&](uint64_t* id) { return kvb_cache_seq_import(cache(), bytes.data(), bytes.size(), id, nullptr, e); });
+    };
+  };
+  auto flipped = [&](size_t at) {
+    std::vector<uint8_t> b = good;
+    b[at] ^= 0x10;
+    return b;
+  };
+  std::vector<Row> rows = {
+      {"kv_heads: cache NULL", KVB_ERR_NULL_POINTER, false,
+       [](kvb_error* e) {
+         uint32_t b = 0, x = 0;
+         return kvb_cache_kv_heads(nullptr, &b, &x, e);
+       }},
+      {"export_size: cache NULL", KVB_ERR_NULL_POINTER, false,
+       [&](kvb_error* e) {
+         size_t n = 0;
+         return kvb_cache_seq_export_size(nullptr, a_, &n, e);
+       }},
+      {"export_size: size_out NULL", KVB_ERR_NULL_POINTER, true,
+       [&](kvb_error* e) { return kvb_cache_seq_export_size(cache(), a_, nullptr, e); }},
+      {"export_size: removed sequence", KVB_ERR_NOT_FOUND, true,
+       [&](kvb_error* e) {
+         size_t n = 5;
+         const kvb_status s = kvb_cache_seq_export_size(cache(), removed_, &n, e);
+         EXPECT_EQ(n, 5u);
+         return s;
+       }},
+      {"export: cache NULL", KVB_ERR_NULL_POINTER, false,
+       [&](kvb_error* e) {
+         size_t n = 0;
+         std::vector<uint8_t> b(size_a);
+         return kvb_cache_seq_export(nullptr, a_, b.data(), b.size(), &n, nullptr, e);
+       }},
+      {"export: buf NULL", KVB_ERR_NULL_POINTER, true,
+       [&](kvb_error* e) {
+         size_t n = 0;
+         return kvb_cache_seq_export(cache(), a_, nullptr, size_a, &n, nullptr, e);
+       }},
+      {"export: size_out NULL", KVB_ERR_NULL_POINTER, true,
+       [&](kvb_error* e) {
+         std::vector<uint8_t> b(size_a);
+         return kvb_cache_seq_export(cache(), a_, b.data(), b.size(), nullptr, nullptr, e);
+       }},
+      {"export: removed sequence", KVB_ERR_NOT_FOUND, true,
+       [&](kvb_error* e) {
+         size_t n = 0;
+         std::vector<uint8_t> b(size_a);
+         return kvb_cache_seq_export(cache(), removed_, b.data(), b.size(), &n, nullptr, e);
+       }},
+      {"export: capacity one byte short", KVB_ERR_INVALID_ARGUMENT, true,
+       [&](kvb_error* e) {
+         size_t n = 0;
+         std::vector<uint8_t> b(size_a, 0x5A);
+         const kvb_status s = kvb_cache_seq_export(cache(), a_, b.data(), size_a - 1, &n, nullptr, e);
+         EXPECT_EQ(n, size_a);  // the size needed
+         EXPECT_EQ(b, std::vector<uint8_t>(size_a, 0x5A));
+         return s;
+       }},
+      {"import: cache NULL", KVB_ERR_NULL_POINTER, false,
+       [&](kvb_error* e) {
+         return no_id([&](uint64_t* id) { return kvb_cache_seq_import(nullptr, good.data(), good.size(), id, nullptr, e); });
+       }},
+      {"import: buf NULL", KVB_ERR_NULL_POINTER, true,
+       [&](kvb_error* e) {
+         return no_id([&](uint64_t* id) { return kvb_cache_seq_import(cache(), nullptr, good.size(), id, nullptr, e); });
+       }},
+      {"import: id_out NULL", KVB_ERR_NULL_POINTER, true,
+       [&](kvb_error* e) { return kvb_cache_seq_import(cache(), good.data(), good.size(), nullptr, nullptr, e); }},
+      {"import: size 0", KVB_ERR_CORRUPT_DATA, true,
+       [&](kvb_error* e) {
+         return no_id([&](uint64_t* id) { return kvb_cache_seq_import(cache(), good.data(), 0, id, nullptr, e); });
+       }},
+      {"import: truncated by one byte", KVB_ERR_CORRUPT_DATA, true,
+       [&](kvb_error* e) {
+         return no_id([&](uint64_t* id) { return kvb_cache_seq_import(cache(), good.data(), good.size() - 1, id, nullptr, e); });
+       }},
+      {"import: bad magic", KVB_ERR_CORRUPT_DATA, true, import(flipped(2))},
+      {"import: another version", KVB_ERR_VERSION_UNSUPPORTED, true, import(flipped(9))},
+      {"import: header checksum", KVB_ERR_CORRUPT_DATA, true, import(flipped(30))},
+      {"import: payload checksum", KVB_ERR_CORRUPT_DATA, true, import(flipped(good.size() - 1))},
+      {"import: another plan", KVB_ERR_SHAPE_MISMATCH, true, import(foreign)},
+      {"import: more pages than are free", KVB_ERR_CAPACITY_EXHAUSTED, true, import(long_one)},
   };
   run(rows);
 }

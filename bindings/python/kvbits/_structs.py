@@ -49,7 +49,7 @@ class CacheParams(C.Structure):
     _fields_ = [("struct_size", C.c_uint32), ("page_size", C.c_uint32), ("max_pages", C.c_uint64),
                 ("sink_tokens", C.c_int64), ("window_tokens", C.c_int64),
                 ("model", C.POINTER(ModelShapeStruct)), ("max_sequences", C.c_uint32),
-                ("reserved", C.c_uint32 * 7)]
+                ("kv_head_begin", C.c_uint32), ("kv_head_end", C.c_uint32), ("reserved", C.c_uint32 * 5)]
 
 
 class CacheStatsStruct(C.Structure):

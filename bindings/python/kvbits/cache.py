@@ -58,13 +58,17 @@ class Cache(Handle):
 
     Cache(ctx, plan, max_pages=1024, page_size=64); sink_tokens / window_tokens default to the
     plan's; `model` (a ModelShape) makes a plan for another shape fail with ShapeMismatch.
+    kv_heads=(begin, end) makes a cache of those KV heads of the plan only (tensor parallelism:
+    one per GPU): append, read and attention then take and give n_kv_heads = end - begin KV heads
+    and n_q_heads = (end - begin) * group query heads (attributes of the same names), with results
+    identical to those heads of a cache of every head.
     """
 
     _destroy = "kvb_cache_destroy"
     _kind = "Cache"
 
     def __init__(self, context, plan, max_pages, page_size=None, sink_tokens=None, window_tokens=None,
-                 max_sequences=None, model=None):
+                 max_sequences=None, model=None, kv_heads=None):
         super().__init__(None)
         p = S.CacheParams()
         _library.lib().kvb_cache_params_default(C.byref(p))
@@ -76,6 +80,13 @@ class Cache(Handle):
         for name, value in (("sink_tokens", sink_tokens), ("window_tokens", window_tokens)):
             if value is not None:
                 setattr(p, name, integer(value, name, -1, 2**63 - 1))
+        if kv_heads is not None:
+            try:
+                begin, end = kv_heads
+            except (TypeError, ValueError):
+                raise InvalidArgument(f"kv_heads must be a (begin, end) pair, got {kv_heads!r}") from None
+            p.kv_head_begin = integer(begin, "kv_heads[0]")
+            p.kv_head_end = integer(end, "kv_heads[1]")
         shape_struct = None
         if model is not None:
             if not isinstance(model, ModelShape):
@@ -87,6 +98,11 @@ class Cache(Handle):
         out = C.c_void_p()
         _library.call("kvb_cache_create", context._handle(), plan._handle(), C.byref(p), C.byref(out))
         self._ptr = out
+        begin, end = C.c_uint32(), C.c_uint32()
+        _library.call("kvb_cache_kv_heads", self._handle(), C.byref(begin), C.byref(end))
+        self.kv_heads = (begin.value, end.value)
+        self.n_kv_heads = end.value - begin.value
+        self.n_q_heads = self.n_kv_heads * (self.info.n_q_heads // self.info.n_kv_heads)
 
     # ---- sequences ------------------------------------------------------------------------
 
@@ -139,7 +155,7 @@ class Cache(Handle):
         k, v: [sum(n_tokens), n_kv_heads, head_dim], sequence after sequence. All or nothing."""
         layer = integer(layer, "layer")
         seq_array, count_array = self._batch(seqs, n_tokens, "n_tokens")
-        shape = (int(count_array.sum(dtype=np.uint64)), self.info.n_kv_heads, self.info.head_dim)
+        shape = (int(count_array.sum(dtype=np.uint64)), self.n_kv_heads, self.info.head_dim)
         ka, dtype = input_array(k, "k", shape, dtype)
         va, _ = input_array(v, "v", shape, dtype)
         with self._lock:
@@ -157,12 +173,66 @@ class Cache(Handle):
             if n_tokens is None:
                 n_tokens = max(self.length(seq, layer) - pos, 0)
             n_tokens = integer(n_tokens, "n_tokens")
-            shape = (n_tokens, self.info.n_kv_heads, self.info.head_dim)
+            shape = (n_tokens, self.n_kv_heads, self.info.head_dim)
             k = np.empty(shape, np.float32) if keys else None
             v = np.empty(shape, np.float32) if values else None
             _library.call("kvb_cache_read", self._handle(), seq, layer, pos, n_tokens,
                           None if k is None else k.ctypes.data, None if v is None else v.ctypes.data)
         return k, v
+
+    # ---- sequence transfer (docs/transfer.md) ---------------------------------------------
+
+    def export_size(self, seq):
+        """Bytes export_sequence writes for seq."""
+        out = C.c_size_t()
+        with self._lock:
+            _library.call("kvb_cache_seq_export_size", self._handle(), integer(seq, "seq", 0, U64_MAX), C.byref(out))
+        return out.value
+
+    def export_sequence(self, seq):
+        """Every layer of seq as bytes: a versioned header and the cache's own page and fp16
+        rows. import_sequence on a cache of the same plan, KV-head range, page size and
+        sink/window (either backend) restores it bit for bit."""
+        seq = integer(seq, "seq", 0, U64_MAX)
+        with self._lock:
+            buf = C.create_string_buffer(self.export_size(seq))
+            written = C.c_size_t()
+            _library.call("kvb_cache_seq_export", self._handle(), seq, C.cast(buf, C.c_void_p), len(buf),
+                          C.byref(written), None)
+        return buf.raw[:written.value]
+
+    def import_sequence(self, data):
+        """Adds the sequence exported in `data` (bytes-like) and returns its new id. A corrupt,
+        truncated or foreign export raises (CorruptData, ShapeMismatch, ...); the cache is then
+        unchanged."""
+        try:
+            view = memoryview(data).cast("B")
+        except TypeError:
+            raise InvalidArgument(f"data must be bytes-like, got {type(data).__name__}") from None
+        buf = (C.c_uint8 * len(view)).from_buffer_copy(view) if len(view) else (C.c_uint8 * 1)()
+        out = C.c_uint64(SEQ_NONE)
+        with self._lock:
+            _library.call("kvb_cache_seq_import", self._handle(), C.cast(buf, C.c_void_p), len(view), C.byref(out),
+                          None)
+        return out.value
+
+    def export_ptr(self, seq, buf_ptr, capacity, stream=None):
+        """export_sequence into raw memory (device memory on a CUDA context); returns the bytes
+        written. capacity below export_size(seq) raises InvalidArgument."""
+        written = C.c_size_t()
+        with self._lock:
+            _library.call("kvb_cache_seq_export", self._handle(), integer(seq, "seq", 0, U64_MAX),
+                          pointer(buf_ptr, "buf_ptr"), integer(capacity, "capacity", 0, 2**64 - 1),
+                          C.byref(written), pointer(stream, "stream"))
+        return written.value
+
+    def import_ptr(self, buf_ptr, size, stream=None):
+        """import_sequence from raw memory (device memory on a CUDA context) of `size` bytes."""
+        out = C.c_uint64(SEQ_NONE)
+        with self._lock:
+            _library.call("kvb_cache_seq_import", self._handle(), pointer(buf_ptr, "buf_ptr"),
+                          integer(size, "size", 0, 2**64 - 1), C.byref(out), pointer(stream, "stream"))
+        return out.value
 
     # ---- attention ------------------------------------------------------------------------
 
@@ -190,9 +260,9 @@ class Cache(Handle):
 
     def _attend(self, fn, layer, seq_array, len_array, rows, q, dtype, params, out, lse):
         info = self.info
-        qa, dtype = input_array(q, "q", (rows, info.n_q_heads, info.head_dim), dtype)
-        out = output_array(out, "out", (rows, info.n_q_heads, info.head_dim))
-        lse = output_array(lse, "lse", (rows, info.n_q_heads))
+        qa, dtype = input_array(q, "q", (rows, self.n_q_heads, info.head_dim), dtype)
+        out = output_array(out, "out", (rows, self.n_q_heads, info.head_dim))
+        lse = output_array(lse, "lse", (rows, self.n_q_heads))
         lens = () if len_array is None else (len_array.ctypes.data,)
         with self._lock:
             _library.call(fn, self._handle(), layer, seq_array.ctypes.data, *lens, len(seq_array), qa.ctypes.data,

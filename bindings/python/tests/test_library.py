@@ -122,7 +122,7 @@ class TestStructLayouts(unittest.TestCase):
         self.assertFalse(o.fp16_layers or o.corpus or o.date or o.model_fingerprint_hex)
         p = self.defaults_into(S.CacheParams, "kvb_cache_params_default")
         self.assertEqual((p.page_size, p.max_pages, p.sink_tokens, p.window_tokens, p.max_sequences,
-                          list(p.reserved)), (64, 0, -1, -1, 1024, [0] * 7))
+                          p.kv_head_begin, p.kv_head_end, list(p.reserved)), (64, 0, -1, -1, 1024, 0, 0, [0] * 5))
         self.assertFalse(p.model)
         a = self.defaults_into(S.AttentionParams, "kvb_attention_params_default")
         self.assertEqual((a.scale, a.precision, list(a.reserved)), (0.0, 0, [0] * 5))

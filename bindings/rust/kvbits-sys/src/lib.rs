@@ -193,7 +193,9 @@ pub struct kvb_cache_params {
     pub window_tokens: i64,
     pub model: *const kvb_model_shape,
     pub max_sequences: u32,
-    pub reserved: [u32; 7],
+    pub kv_head_begin: u32,
+    pub kv_head_end: u32,
+    pub reserved: [u32; 5],
 }
 
 #[repr(C)]
@@ -364,6 +366,36 @@ extern "C" {
     ) -> kvb_status;
     pub fn kvb_cache_get_stats(cache: *const kvb_cache, stats: *mut kvb_cache_stats, err: *mut kvb_error)
         -> kvb_status;
+    pub fn kvb_cache_kv_heads(
+        cache: *const kvb_cache,
+        begin_out: *mut u32,
+        end_out: *mut u32,
+        err: *mut kvb_error,
+    ) -> kvb_status;
+
+    pub fn kvb_cache_seq_export_size(
+        cache: *const kvb_cache,
+        seq: u64,
+        size_out: *mut usize,
+        err: *mut kvb_error,
+    ) -> kvb_status;
+    pub fn kvb_cache_seq_export(
+        cache: *const kvb_cache,
+        seq: u64,
+        buf: *mut c_void,
+        capacity: usize,
+        size_out: *mut usize,
+        stream: *mut c_void,
+        err: *mut kvb_error,
+    ) -> kvb_status;
+    pub fn kvb_cache_seq_import(
+        cache: *mut kvb_cache,
+        buf: *const c_void,
+        size: usize,
+        id_out: *mut u64,
+        stream: *mut c_void,
+        err: *mut kvb_error,
+    ) -> kvb_status;
 
     pub fn kvb_attention_params_default(params: *mut kvb_attention_params);
     pub fn kvb_attention_decode(

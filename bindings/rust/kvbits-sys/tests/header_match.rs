@@ -165,6 +165,8 @@ fn rust_facts() -> BTreeSet<String> {
             window_tokens,
             model,
             max_sequences,
+            kv_head_begin,
+            kv_head_end,
             reserved
         }
     );
@@ -269,6 +271,10 @@ fn rust_function_names() -> BTreeSet<String> {
         kvb_cache_append,
         kvb_cache_read,
         kvb_cache_get_stats,
+        kvb_cache_kv_heads,
+        kvb_cache_seq_export_size,
+        kvb_cache_seq_export,
+        kvb_cache_seq_import,
         kvb_attention_params_default,
         kvb_attention_decode,
         kvb_attention_extend
@@ -298,7 +304,7 @@ fn header_parse_finds_everything_it_should() {
     // Guards the parser itself: if it silently found nothing, every comparison would pass.
     let h = header();
     assert_eq!(h.structs.len(), 8);
-    assert_eq!(h.functions.len(), 38);
+    assert_eq!(h.functions.len(), 42);
     assert_eq!(h.opaque.len(), 4);
     assert_eq!(h.enum_typedefs.len(), 4);
     assert_eq!(h.scalar_typedefs.len(), 3);

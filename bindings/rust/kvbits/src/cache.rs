@@ -27,6 +27,11 @@ pub struct CacheParams {
     pub model: Option<ModelShape>,
     /// 1..2^24; default 1024.
     pub max_sequences: u32,
+    /// KV heads `(begin, end)` of the plan (tensor parallelism: one cache per GPU); `None` =
+    /// every head. Such a cache holds only those heads: [`Cache::shape`] then has
+    /// `n_kv_heads = end - begin` and `n_q_heads = (end - begin) * group`, and its results are
+    /// bit-identical to those heads of a cache of every head.
+    pub kv_heads: Option<(u32, u32)>,
 }
 
 impl Default for CacheParams {
@@ -40,6 +45,7 @@ impl Default for CacheParams {
             window_tokens: None,
             model: None,
             max_sequences: raw.max_sequences,
+            kv_heads: None,
         }
     }
 }
@@ -86,6 +92,7 @@ pub struct CacheStats {
 pub struct Cache {
     raw: NonNull<ffi::kvb_cache>,
     shape: ModelShape,
+    kv_heads: (u32, u32),
     stream: *mut c_void,
 }
 
@@ -107,15 +114,31 @@ impl Cache {
         raw.window_tokens = params.window_tokens.map_or(-1, i64::from);
         raw.model = model.as_ref().map_or(ptr::null(), |m| m as *const ffi::kvb_model_shape);
         raw.max_sequences = params.max_sequences;
+        if let Some((begin, end)) = params.kv_heads {
+            raw.kv_head_begin = begin;
+            raw.kv_head_end = end;
+        }
         let mut out: *mut ffi::kvb_cache = ptr::null_mut();
         call(|err| unsafe { ffi::kvb_cache_create(ctx.as_ptr(), plan.as_ptr(), &raw, &mut out, err) })?;
         let raw = NonNull::new(out).ok_or_else(|| Error::new(Status::Internal, "no cache returned"))?;
-        Ok(Cache { raw, shape: info.shape(), stream: ptr::null_mut() })
+        let (mut begin, mut end) = (0u32, 0u32);
+        call(|err| unsafe { ffi::kvb_cache_kv_heads(raw.as_ptr(), &mut begin, &mut end, err) })?;
+        let mut shape = info.shape();
+        let group = shape.n_q_heads / shape.n_kv_heads;
+        shape.n_kv_heads = end - begin;
+        shape.n_q_heads = (end - begin) * group;
+        Ok(Cache { raw, shape, kv_heads: (begin, end), stream: ptr::null_mut() })
     }
 
-    /// The shape of the cache's plan: slice lengths are checked against it.
+    /// The shape of the cache's plan: slice lengths are checked against it. For a cache of a
+    /// KV-head range, its heads only (`n_kv_heads = end - begin`, `n_q_heads` their query heads).
     pub fn shape(&self) -> &ModelShape {
         &self.shape
+    }
+
+    /// The KV heads `(begin, end)` of the plan this cache holds (`kvb_cache_kv_heads`).
+    pub fn kv_heads(&self) -> (u32, u32) {
+        self.kv_heads
     }
 
     /// Sets the CUDA stream (`cudaStream_t`) that the slice-taking methods pass to the library;
@@ -292,6 +315,62 @@ impl Cache {
             sequences: raw.sequences,
             tokens: raw.tokens,
         })
+    }
+
+    /// Bytes [`export_seq`](Self::export_seq) writes for `seq` (`kvb_cache_seq_export_size`).
+    pub fn export_size(&self, seq: SeqId) -> Result<usize> {
+        let mut n = 0usize;
+        call(|err| unsafe { ffi::kvb_cache_seq_export_size(self.raw.as_ptr(), seq, &mut n, err) })?;
+        Ok(n)
+    }
+
+    /// Every layer of `seq` as bytes (`kvb_cache_seq_export`, docs/transfer.md): a versioned
+    /// header and the cache's own page and fp16 rows. [`import_seq`](Self::import_seq) on a
+    /// cache of the same plan, KV-head range, page size and sink/window restores it bit for bit.
+    pub fn export_seq(&self, seq: SeqId) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.export_size(seq)?];
+        let n = unsafe { self.export_raw(seq, buf.as_mut_ptr().cast(), buf.len(), self.stream)? };
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Adds the sequence exported in `data` and returns its id (`kvb_cache_seq_import`). A
+    /// corrupt, truncated or foreign export fails (`CorruptData`, `ShapeMismatch`, ...) and
+    /// leaves the cache unchanged.
+    pub fn import_seq(&mut self, data: &[u8]) -> Result<SeqId> {
+        let stream = self.stream;
+        // A non-null pointer even for an empty slice: the library then reports the truncation.
+        static NOTHING: u8 = 0;
+        let ptr: *const c_void = if data.is_empty() { (&NOTHING as *const u8).cast() } else { data.as_ptr().cast() };
+        unsafe { self.import_raw(ptr, data.len(), stream) }
+    }
+
+    /// [`export_seq`](Self::export_seq) into raw memory; returns the bytes written.
+    ///
+    /// # Safety
+    /// `buf` must point to `capacity` writable bytes in host memory or (on a CUDA context)
+    /// device memory of the context's device; `stream` null or a valid `cudaStream_t` of it.
+    pub unsafe fn export_raw(
+        &self,
+        seq: SeqId,
+        buf: *mut c_void,
+        capacity: usize,
+        stream: *mut c_void,
+    ) -> Result<usize> {
+        let mut n = 0usize;
+        call(|err| ffi::kvb_cache_seq_export(self.raw.as_ptr(), seq, buf, capacity, &mut n, stream, err))?;
+        Ok(n)
+    }
+
+    /// [`import_seq`](Self::import_seq) from raw memory.
+    ///
+    /// # Safety
+    /// `buf` must point to `size` readable bytes in host memory or (on a CUDA context) device
+    /// memory of the context's device; `stream` null or a valid `cudaStream_t` of it.
+    pub unsafe fn import_raw(&mut self, buf: *const c_void, size: usize, stream: *mut c_void) -> Result<SeqId> {
+        let mut id = ffi::KVB_SEQ_NONE;
+        call(|err| ffi::kvb_cache_seq_import(self.raw.as_ptr(), buf, size, &mut id, stream, err))?;
+        Ok(id)
     }
 
     /// The raw handle, for calling `kvbits-sys` directly; it stays owned by `self`.
