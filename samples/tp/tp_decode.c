@@ -191,8 +191,8 @@ int main(int argc, char** argv) {
     goto done;
   }
   h_per = H / (unsigned)n_gpus, q_per = h_per * G;
-  printf("plan: %u layers, %u query heads, %u KV heads (GQA %u), head_dim %u; %d GPUs, %u KV heads each\n", L, Hq,
-         H, G, D, n_gpus, h_per);
+  printf("plan: %u layers, %u query heads, %u KV heads (GQA %u), head_dim %u; %d ranks%s, %u KV heads each\n", L,
+         Hq, H, G, D, n_gpus, one_gpu ? " on GPU 0 (--one-gpu)" : " on as many GPUs", h_per);
 
   /* One context and one head-range cache per GPU; the unsharded reference on GPU 0. */
   for (r = 0; r <= n_gpus; ++r) {
@@ -321,7 +321,7 @@ int main(int argc, char** argv) {
         if (m > worst) worst = m;
         differing += diff;
       }
-      printf("step %d layer %u: gathered output on %d GPUs vs unsharded: max |diff| %.3g\n", step, layer, n_gpus,
+      printf("step %d layer %u: gathered output of %d ranks vs unsharded: max |diff| %.3g\n", step, layer, n_gpus,
              worst);
     }
   printf("tensor parallel decode: max |diff| %.3g, %zu values not bit-identical (must be 0)\n", worst, differing);
@@ -370,7 +370,8 @@ int main(int argc, char** argv) {
       if (m > moved_worst) moved_worst = m;
       differing += diff;
     }
-    printf("page transfer: %zu bytes GPU 0 -> GPU 1 over NCCL, re-export %s, decode max |diff| %.3g\n", export_size,
+    printf("page transfer: %zu bytes rank 0 -> rank 1 %s, re-export %s, decode max |diff| %.3g\n", export_size,
+           one_gpu ? "by a device copy (--one-gpu)" : "over NCCL",
            again_size == export_size && memcmp(h_sent, h_again, export_size) == 0 ? "identical" : "DIFFERENT",
            moved_worst);
     if (again_size != export_size || memcmp(h_sent, h_again, export_size) != 0) ++differing;
