@@ -11,6 +11,7 @@
 #include "kvbits/bitpack.hpp"
 #include "kvbits/half.hpp"
 #include "kvbits/status.hpp"
+#include "quant/canonical_sum.hpp"
 
 namespace kvbits {
 namespace {
@@ -141,12 +142,9 @@ void TqQuantizer::encode_codes(const float* x, uint8_t* codes, uint16_t* scales)
     const KeyGroup& gr = groups_[g];
     const uint32_t d = gr.dims, s0 = gr.first_slot;
     const GroupCodebook& cb = codebooks_[g];
-    // Products of two fp32 values are exact in fp64; sums run over ascending j.
-    double nsq = 0.0;
-    for (uint32_t j = 0; j < d; ++j) {
-      xg[j] = double(x[slot_dim_[s0 + j]]);
-      nsq += xg[j] * xg[j];
-    }
+    for (uint32_t j = 0; j < d; ++j) xg[j] = double(x[slot_dim_[s0 + j]]);
+    // Squares and products of fp32 values are exact in fp64; only the canonical order rounds.
+    const double nsq = canonical_sum(d, [&](uint32_t j) { return xg[j] * xg[j]; });
     const double n = std::sqrt(nsq);
     uint8_t* cg = codes + s0;
     if (n == 0.0) {
@@ -155,15 +153,14 @@ void TqQuantizer::encode_codes(const float* x, uint8_t* codes, uint16_t* scales)
       scales[g] = 0;
       continue;
     }
-    double y[kMaxDim];
-    rotate_rows(rotations_[g].data(), d, xg, y);
-    double csq = 0.0;
+    const float* rot = rotations_[g].data();
     for (uint32_t r = 0; r < d; ++r) {
-      const uint32_t code = cb.code_of(y[r] / n);
-      cg[r] = uint8_t(code);
-      const double c = cb.centroids[code];
-      csq += c * c;
+      const float* row = rot + size_t(r) * d;
+      const double y = canonical_sum(d, [&](uint32_t j) { return double(row[j]) * xg[j]; });
+      cg[r] = uint8_t(cb.code_of(y / n));
     }
+    const float* c = cb.centroids.data();
+    const double csq = canonical_sum(d, [&](uint32_t r) { return double(c[cg[r]]) * double(c[cg[r]]); });
     // csq is 0 only for a codebook with a zero centroid: the group then decodes to 0.
     scales[g] = csq > 0.0 ? double_to_half(n / std::sqrt(csq)) : uint16_t(0);
   }
