@@ -186,16 +186,29 @@ KVB_HD void check_value(const AppendParams& p, float x, bool held_fp16, uint32_t
   error_min(p.error, key);
 }
 
-// K (tensor 0) or V (1), head h, dim `dim` of packed token `tok` as it is to be encoded: from the
-// ring (a token leaving the window) or from the input, checked, rounded through fp16 when there
-// is a window.
-KVB_HD float packed_value(const AppendParams& p, const AppendToken& tok, uint32_t h, uint32_t tensor, uint32_t dim) {
+// K (tensor 0) or V (1), head h, dim `dim` of packed token `tok` as it is to be encoded, in two
+// steps so that a thread can have several loads in flight: packed_raw loads it (from the ring
+// for a token leaving the window, else from the input), packed_finish checks an input value and
+// rounds it through fp16 when there is a window.
+KVB_HD float packed_raw(const AppendParams& p, const AppendToken& tok, uint32_t h, uint32_t tensor, uint32_t dim) {
   if (tok.in_row == AppendToken::kFromRing)
     return half_bits_to_float(p.entries[tok.entry].fp16[ring_offset(p, tensor, h, tok.t) + dim]);
-  const uint32_t row = tok.in_row;
-  const float x = load_input(tensor ? p.v : p.k, (size_t(row) * p.n_heads + h) * p.head_dim + dim, p.dtype);
-  check_value(p, x, p.window > 0 || p.fp16_layer, row, h, tensor, dim);
+  return load_input(tensor ? p.v : p.k, (size_t(tok.in_row) * p.n_heads + h) * p.head_dim + dim, p.dtype);
+}
+KVB_HD float packed_finish(const AppendParams& p, const AppendToken& tok, uint32_t h, uint32_t tensor, uint32_t dim,
+                           float x) {
+  if (tok.in_row == AppendToken::kFromRing) return x;
+  check_value(p, x, p.window > 0 || p.fp16_layer, tok.in_row, h, tensor, dim);
   return p.window > 0 ? half_bits_to_float(to_half_bits(x)) : x;
+}
+
+// Brings a line into L1 ahead of its use (a hint; nothing on the host).
+KVB_HD void prefetch_l1(const void* ptr) {
+#ifdef __CUDA_ARCH__
+  asm volatile("prefetch.global.L1 [%0];" ::"l"(__cvta_generic_to_global(ptr)));
+#else
+  (void)ptr;
+#endif
 }
 
 // ---- the encode block ----
@@ -231,6 +244,7 @@ struct EncodeShared {
   uint8_t* codes;   // [TT][2D]
   float* cent;      // [max_cb]
   float* bnd;       // [max_cb]
+  uint32_t* slot;   // [D]: hp slot -> original dim (K)
 };
 
 KVB_HD size_t enc_xw(uint32_t D) { return size_t(2) * D + 4 * kMaxMatrices; }  // floats per token
@@ -240,7 +254,9 @@ KVB_HD size_t enc_off_codes(uint32_t tt, uint32_t D) {
   return (enc_off_inv(tt, D) + size_t(tt) * kMaxMatrices * 4 + 15) / 16 * 16;
 }
 KVB_HD size_t enc_off_cent(uint32_t tt, uint32_t D) { return (enc_off_codes(tt, D) + size_t(tt) * 2 * D + 15) / 16 * 16; }
-KVB_HD size_t enc_smem_bytes(uint32_t tt, uint32_t D, uint32_t max_cb) { return enc_off_cent(tt, D) + size_t(max_cb) * 8; }
+KVB_HD size_t enc_smem_bytes(uint32_t tt, uint32_t D, uint32_t max_cb) {
+  return enc_off_cent(tt, D) + size_t(max_cb) * 8 + size_t(D) * 4;
+}
 
 KVB_HD void enc_bind(EncodeShared& s, unsigned char* dyn, uint32_t tt, uint32_t D, uint32_t max_cb) {
   s.xs = reinterpret_cast<float*>(dyn);
@@ -249,6 +265,7 @@ KVB_HD void enc_bind(EncodeShared& s, unsigned char* dyn, uint32_t tt, uint32_t 
   s.codes = dyn + enc_off_codes(tt, D);
   s.cent = reinterpret_cast<float*>(dyn + enc_off_cent(tt, D));
   s.bnd = s.cent + max_cb;
+  s.slot = reinterpret_cast<uint32_t*>(s.bnd + max_cb);
 }
 
 // Number of boundaries strictly below y (boundaries ascending), fp64 and fp32 comparisons.
@@ -361,40 +378,88 @@ KVB_HD void enc_prologue(const AppendParams& p, EncodeShared& s, uint32_t tok0, 
       s.cent[i] = cent[i];
       s.bnd[i] = bnd[i];
     }
+    if (part != 1) {
+      const uint32_t* slot = src->slot_dim;
+      for (uint32_t i = tid; i < D; i += nthreads) s.slot[i] = slot[i];
+    }
   }
 }
+
+// Values a thread loads at once in the load phases (their loads are in flight together).
+constexpr uint32_t kLoadBatch = 8;
 
 // fp16 layer, after phase 0: the staged row is the fp16 K row then the fp16 V row (outputs
 // [o0, o1) of this block).
 KVB_HD void enc_fp16_rows(const AppendParams& p, const EncodeShared& s, uint32_t h, uint32_t tid, uint32_t nthreads) {
-  const uint32_t D = p.head_dim, width = s.o1 - s.o0;
-  for (uint32_t idx = tid; idx < s.nt * width; idx += nthreads) {
-    const uint32_t t = idx / width, o = s.o0 + idx % width;
-    const float x = packed_value(p, s.toks[t], h, o / D, o % D);
-    const size_t item = size_t(s.tok0 + t) * p.n_heads + h;
-    reinterpret_cast<uint16_t*>(p.stage_codes + item * p.code_stride)[o] = to_half_bits(x);
+  const uint32_t D = p.head_dim, width = s.o1 - s.o0, total = s.nt * width;
+  for (uint32_t base = tid; base < total; base += kLoadBatch * nthreads) {
+    float x[kLoadBatch];
+    KVB_UNROLL
+    for (uint32_t k = 0; k < kLoadBatch; ++k) {
+      const uint32_t idx = base + k * nthreads, t = idx / width, o = s.o0 + idx % width;
+      x[k] = idx < total ? packed_raw(p, s.toks[t], h, o / D, o % D) : 0.0f;
+    }
+    KVB_UNROLL
+    for (uint32_t k = 0; k < kLoadBatch; ++k) {
+      const uint32_t idx = base + k * nthreads, t = idx / width, o = s.o0 + idx % width;
+      if (idx >= total) break;
+      const float v = packed_finish(p, s.toks[t], h, o / D, o % D, x[k]);
+      const size_t item = size_t(s.tok0 + t) * p.n_heads + h;
+      reinterpret_cast<uint16_t*>(p.stage_codes + item * p.code_stride)[o] = to_half_bits(v);
+    }
   }
 }
 
+// Where element idx of the load phase goes: token t, position pos of its xs row; tensor and
+// input dim of its value, or live = false for padding and missing tokens (stored as zero).
+struct LoadAt {
+  uint32_t t, pos, tensor, dim;
+  bool live;
+};
+KVB_HD LoadAt locate_load(const EncodeShared& s, uint32_t x0, uint32_t width, uint32_t idx) {
+  LoadAt a;
+  a.t = idx / width, a.pos = x0 + idx % width;
+  uint32_t m = s.m0;
+  while (m + 1 < s.m1 && s.mats[m + 1].xoff <= a.pos) ++m;
+  const uint32_t j = a.pos - s.mats[m].xoff;
+  const bool is_v = m + 1 == s.n_mats;
+  a.tensor = is_v ? 1 : 0;
+  a.live = a.t < s.nt && j < s.mats[m].dims;
+  a.dim = !a.live ? 0 : is_v ? j : s.slot[s.mats[m].first + j];
+  return a;
+}
+
 // Phase 1: the tokens' values of the block's matrices (K in hp slot order), zero in the padding
-// between groups and for the tile's missing tokens.
-KVB_HD void enc_load(const AppendParams& p, EncodeShared& s, uint32_t tt, uint32_t h, uint32_t tid, uint32_t nthreads) {
-  const AppendHead& hd = s.head();
+// between groups and for the tile's missing tokens. Decode-step blocks (rows = true) also ask
+// for their rotation rows to be brought into L1 while the norms run.
+KVB_HD void enc_load(const AppendParams& p, EncodeShared& s, uint32_t tt, uint32_t h, bool rows, uint32_t tid,
+                     uint32_t nthreads) {
   const size_t XW = enc_xw(p.head_dim);
   const uint32_t x0 = s.mats[s.m0].xoff;
   const uint32_t x1 = s.mats[s.m1 - 1].xoff + ((s.mats[s.m1 - 1].dims + 3) & ~3u);
-  const uint32_t width = x1 - x0;
-  for (uint32_t idx = tid; idx < tt * width; idx += nthreads) {
-    const uint32_t t = idx / width, pos = x0 + idx % width;
-    uint32_t m = s.m0;
-    while (m + 1 < s.m1 && s.mats[m + 1].xoff <= pos) ++m;
-    const uint32_t j = pos - s.mats[m].xoff;
-    float x = 0.0f;
-    if (t < s.nt && j < s.mats[m].dims) {
-      const bool is_v = m + 1 == s.n_mats;
-      x = packed_value(p, s.toks[t], h, is_v ? 1 : 0, is_v ? j : hd.slot_dim[s.mats[m].first + j]);
+  const uint32_t width = x1 - x0, total = tt * width;
+  for (uint32_t base = tid; base < total; base += kLoadBatch * nthreads) {
+    float x[kLoadBatch];
+    KVB_UNROLL
+    for (uint32_t k = 0; k < kLoadBatch; ++k) {
+      const uint32_t idx = base + k * nthreads;
+      const LoadAt a = locate_load(s, x0, width, idx < total ? idx : 0);
+      x[k] = idx < total && a.live ? packed_raw(p, s.toks[a.t], h, a.tensor, a.dim) : 0.0f;
     }
-    s.xs[t * XW + pos] = x;
+    KVB_UNROLL
+    for (uint32_t k = 0; k < kLoadBatch; ++k) {
+      const uint32_t idx = base + k * nthreads;
+      if (idx >= total) break;
+      const LoadAt a = locate_load(s, x0, width, idx);
+      s.xs[a.t * XW + a.pos] = a.live ? packed_finish(p, s.toks[a.t], h, a.tensor, a.dim, x[k]) : 0.0f;
+    }
+  }
+  if (!rows) return;
+  const AppendHead& hd = s.head();
+  for (uint32_t o = s.o0 + tid; o < s.o1; o += nthreads) {
+    const Matrix& m = s.mats[matrix_of(s, o)];
+    const float4* R4 = reinterpret_cast<const float4*>(hd.rot + m.rot_offset) + (o - m.code_base);
+    for (uint32_t jb = 0; jb < (m.dims + 3) / 4; ++jb) prefetch_l1(R4 + size_t(jb) * m.dims);
   }
 }
 
@@ -587,7 +652,7 @@ KVB_HD void encode_block(const AppendParams& p, const EncodeGrid& g, EncodeShare
     threads([&](uint32_t tid, uint32_t n) { enc_fp16_rows(p, s, h, tid, n); });
     return;
   }
-  threads([&](uint32_t tid, uint32_t n) { enc_load(p, s, TT, h, tid, n); });
+  threads([&](uint32_t tid, uint32_t n) { enc_load(p, s, TT, h, TT <= 4, tid, n); });
   threads([&](uint32_t tid, uint32_t n) { enc_norms(p, s, tid, n); });
   if constexpr (TT <= 4) threads([&](uint32_t tid, uint32_t n) { enc_codes_rows<TT>(p, s, tid, n); });
   else threads([&](uint32_t tid, uint32_t n) { enc_codes_pairs<TT, TB>(p, s, tid, n); });

@@ -478,7 +478,7 @@ TEST(AppendEmulated, ExactChainsAreTheCanonicalSums) {
   for (uint32_t h = 0; h < 2; ++h) {
     const HostThreads threads;
     threads([&](uint32_t tid, uint32_t n) { enc_prologue(ap, s, 0, T, h, 2, tid, n); });
-    threads([&](uint32_t tid, uint32_t n) { enc_load(ap, s, 4, h, tid, n); });
+    threads([&](uint32_t tid, uint32_t n) { enc_load(ap, s, 4, h, true, tid, n); });
     threads([&](uint32_t tid, uint32_t n) { enc_norms(ap, s, tid, n); });
     const TqQuantizer& kq = c.quantizers(0, h).k;
     for (uint32_t t = 0; t < T; ++t)
