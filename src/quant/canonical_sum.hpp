@@ -17,8 +17,10 @@
 
 #if defined(__CUDACC__)
 #define KVB_SUM_HD __host__ __device__ inline
+#define KVB_SUM_HD_FORCE __host__ __device__ __forceinline__
 #else
 #define KVB_SUM_HD inline
+#define KVB_SUM_HD_FORCE inline __attribute__((always_inline))
 #endif
 #if defined(__CUDA_ARCH__)
 #define KVB_SUM_UNROLL _Pragma("unroll")
@@ -30,22 +32,32 @@ namespace kvbits {
 
 constexpr uint32_t kSumLanes = 32;
 
-// One level of the tree: P_l = P_l + P_{l+S} for l < S.
+// One level of the tree: P_l = P_l + P_{l+S} for l < S. Lanes at or past `live` hold +0 (never
+// -0: a lane starts at +0 and a round-to-nearest sum is -0 only when both operands are), so
+// adding them is the identity and is skipped.
 template <uint32_t S>
-KVB_SUM_HD void canonical_sum_level(double* p) {
+KVB_SUM_HD_FORCE void canonical_sum_level(double* p, uint32_t& live) {
+  const uint32_t k = live > S ? live - S : 0;  // lanes l < k have a live partner l + S
+#if defined(__CUDA_ARCH__)
   KVB_SUM_UNROLL
-  for (uint32_t l = 0; l < S; ++l) p[l] = p[l] + p[l + S];
+  for (uint32_t l = 0; l < S; ++l)  // static indices: the partials stay in registers
+    if (l < k) p[l] = p[l] + p[l + S];
+#else
+  for (uint32_t l = 0; l < k; ++l) p[l] = p[l] + p[l + S];
+#endif
+  if (live > S) live = S;
 }
 
-// Steps 2 and 3 on the 32 lane partials (p is overwritten). Constant strides, so that a GPU keeps
-// the partials in registers.
-KVB_SUM_HD double canonical_sum_finish(double* p) {
+// Steps 2 and 3 on the 32 lane partials of an n-term sum (p is overwritten). Constant strides, so
+// that a GPU keeps the partials in registers.
+KVB_SUM_HD_FORCE double canonical_sum_finish(double* p, uint32_t n) {
   static_assert(kSumLanes == 32, "the tree below has five levels");
-  canonical_sum_level<16>(p);
-  canonical_sum_level<8>(p);
-  canonical_sum_level<4>(p);
-  canonical_sum_level<2>(p);
-  canonical_sum_level<1>(p);
+  uint32_t live = n < kSumLanes ? n : kSumLanes;
+  canonical_sum_level<16>(p, live);
+  canonical_sum_level<8>(p, live);
+  canonical_sum_level<4>(p, live);
+  canonical_sum_level<2>(p, live);
+  canonical_sum_level<1>(p, live);
   return p[0];
 }
 
@@ -66,7 +78,7 @@ KVB_SUM_HD double canonical_sum(uint32_t n, const Term& term) {
         if (j0 + l < n) p[g + l] = p[g + l] + term(j0 + l);
     }
   }
-  return canonical_sum_finish(p);
+  return canonical_sum_finish(p, n);
 }
 
 // The same sum with the terms produced four at a time: quad(q, t) fills t[0..3] with the terms
@@ -87,10 +99,11 @@ KVB_SUM_HD double canonical_sum_quads(uint32_t n, const Quad& quad) {
         if (j0 + 4 * q + c < n) p[4 * q + c] = p[4 * q + c] + t[c];
     }
   }
-  return canonical_sum_finish(p);
+  return canonical_sum_finish(p, n);
 }
 
 }  // namespace kvbits
 
 #undef KVB_SUM_HD
+#undef KVB_SUM_HD_FORCE
 #undef KVB_SUM_UNROLL
