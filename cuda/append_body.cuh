@@ -621,6 +621,10 @@ KVB_HD void enc_pack(const AppendParams& p, const EncodeShared& s, uint32_t h, u
     }
     p.stage_codes[(size_t(s.tok0 + t) * p.n_heads + h) * p.code_stride + b] = uint8_t(value);
   }
+  // The row's padding up to the stride: the commit reads whole words.
+  const uint32_t pad = s.b1 == s.head().k_code_bytes + s.head().v_code_bytes ? p.code_stride - s.b1 : 0;
+  for (uint32_t idx = tid; idx < s.nt * pad; idx += nthreads)
+    p.stage_codes[(size_t(s.tok0 + idx / pad) * p.n_heads + h) * p.code_stride + s.b1 + idx % pad] = 0;
 }
 
 // The grid of an encode launch: x = tiles * parts (parts 2: a K block and a V block per tile;
