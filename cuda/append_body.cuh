@@ -303,6 +303,15 @@ KVB_HD_OUT_OF_LINE double exact_dot(const float* rot, const Matrix& m, uint32_t 
   });
 }
 
+#ifndef __CUDA_ARCH__
+// Host emulation only: coordinates decided, and how many of them by the exact fallback (a test
+// checks that the fast path decides almost all of them; bit-identity alone would not notice).
+struct DecideCount {
+  uint64_t all = 0, exact = 0;
+};
+inline DecideCount host_decide_count;
+#endif
+
 // The code of coordinate r of matrix `mi` for token t, given its fast fp32 sum (append.cu: the
 // fast decision and its bound). Falls back to the canonical fp64 coordinate when undecided.
 KVB_HD uint32_t decide(const AppendParams& p, const EncodeShared& s, uint32_t t, uint32_t mi, uint32_t r, float sum) {
@@ -310,6 +319,9 @@ KVB_HD uint32_t decide(const AppendParams& p, const EncodeShared& s, uint32_t t,
   const float* bnd = s.bnd + m.cb_offset;
   const uint32_t nb = (1u << m.bits) - 1;
   const double n = s.nrm[t * kMaxMatrices + mi];
+#ifndef __CUDA_ARCH__
+  ++host_decide_count.all;
+#endif
   if (n == 0.0) return code_of(bnd, nb, 0.0);
   const float q = s.inv[t * kMaxMatrices + mi];
   if (q != 0.0f && !p.force_exact) {
@@ -320,6 +332,9 @@ KVB_HD uint32_t decide(const AppendParams& p, const EncodeShared& s, uint32_t t,
       if ((c == 0 || y - bnd[c - 1] > margin) && (c == nb || bnd[c] - y > margin)) return c;
     }
   }
+#ifndef __CUDA_ARCH__
+  ++host_decide_count.exact;
+#endif
   const float* x = s.xs + size_t(t) * enc_xw(p.head_dim) + m.xoff;
   return code_of(bnd, nb, exact_dot(s.head().rot, m, r, x) / n);
 }
