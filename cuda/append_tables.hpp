@@ -35,7 +35,8 @@ struct AppendCall {
   std::vector<AppendToken> tokens;
   std::vector<AppendCopy> copies;
   std::vector<uint32_t> copy_rows;
-  uint32_t code_stride = 0, scale_stride = 0;  // staging strides (append.hpp)
+  std::vector<uint32_t> fp16_rows;  // AppendParams::fp16_rows
+  uint32_t code_stride = 0, scale_stride = 0;  // staging strides (append.hpp; code_stride a multiple of 4)
 };
 
 // Page id of page-table index `idx` of entry `e` once the plan is committed.
