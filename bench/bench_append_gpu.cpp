@@ -4,17 +4,14 @@
 //   bulk:        4096 tokens of one sequence in one call (prefill), fp32 and bf16 inputs
 // Shapes: Qwen2.5-3B (16 query / 2 KV heads, D = 128) and Llama-3.1-8B (32 / 8 / 128).
 // Reported, median of the timed calls (after warm-ups):
-//   encode us   the check-and-encode launch (CUDA events around it; small calls commit inside it)
-//   commit us   the commit launches (copies, page rows, bookkeeping; 0 when fused)
-//   device us   encode + commit, each call on an idle GPU: includes the host's submission gaps
-//   queued us   encode + commit with the stream held by a spin kernel while the host enqueues
-//               the call, so that its launches run back to back: the device time alone
-//   wall us     one Cache::append call on the host clock: planning, uploads, the launches and the
+//   encode us   the check-and-encode launch (CUDA events around it)
+//   commit us   the commit launch (copies, page rows, bookkeeping)
+//   device us   encode + commit
+//   wall us     one Cache::append call on the host clock: planning, uploads, both launches and the
 //               one wait for the error word (the price of all-or-nothing)
 //   bytes       read (K/V input) + written (packed rows), the floor's traffic
-//   GB/s, % copy  bytes / queued us, against a 1 GiB device-to-device copy in the same run
-// Also one row per shape with every coordinate on the exact fp64 path (what the fast path saves),
-// and the floor of the wait: an 8-byte read-back + stream synchronisation on an idle GPU.
+//   GB/s, % copy  bytes / device us, against a 1 GiB device-to-device copy in the same run
+// Also one row per shape with every coordinate on the exact fp64 path (what the fast path saves).
 // Usage: bench_append_gpu [--quick]
 #include <cuda_runtime.h>
 
@@ -29,9 +26,8 @@
 #include <string>
 #include <vector>
 
-#include "bench_gpu_delay.hpp"
-#include "cuda/device_cache.hpp"
 #include "gpu_bench_util.hpp"
+#include "cuda/device_cache.hpp"
 #include "kvbits/cache.hpp"
 #include "kvbits/calibrator.hpp"
 #include "kvbits/half.hpp"
@@ -78,7 +74,7 @@ double median(std::vector<double> v) {
 
 struct Row {
   std::string what;
-  double encode_us, commit_us, queued_us, wall_us, bytes;
+  double encode_us, commit_us, wall_us, bytes;
 };
 
 // Times `iters` appends of n_tokens to each of `batch` sequences (after `warm` untimed ones).
@@ -129,30 +125,25 @@ Row run(const Shape& sh, uint32_t batch, uint32_t n_tokens, DType dtype, bool ex
   void* evp[4] = {ev[0], ev[1], ev[2], ev[3]};
   dev->set_append_events(evp);
   std::vector<uint32_t> n(batch, n_tokens);
-  std::vector<double> enc, com, queued, wall;
-  // Pass 0: calls on an idle GPU (wall time, events with the host's gaps); pass 1: each call
-  // queued behind a spin kernel, so that its events time the device alone.
-  for (int pass = 0; pass < 2; ++pass)
-    for (int it = 0; it < warm + iters; ++it) {
-      const int r = it % rounds;
-      if (pass == 1) kvbits::bench::enqueue_gpu_delay(n_tokens >= 64 ? 2000 : 200, nullptr);  // outlasts the host's submission
-      const auto t0 = std::chrono::steady_clock::now();
-      cache.append(0, seqs.data(), n.data(), batch, dk[size_t(r)], dv[size_t(r)], dtype);
-      const auto t1 = std::chrono::steady_clock::now();
-      CK(cudaEventSynchronize(ev[3]));
-      float a = 0, b = 0;
-      CK(cudaEventElapsedTime(&a, ev[0], ev[1]));
-      CK(cudaEventElapsedTime(&b, ev[2], ev[3]));
-      if (it >= warm && pass == 0) {
-        enc.push_back(a * 1e3), com.push_back(b * 1e3);
-        wall.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
-      }
-      if (it >= warm && pass == 1) queued.push_back((a + b) * 1e3);
-      if (n_tokens >= 64) {  // bulk: a fresh sequence every call
-        cache.remove_sequence(seqs[0]);
-        seqs[0] = cache.add_sequence();
-      }
+  std::vector<double> enc, com, wall;
+  for (int it = 0; it < warm + iters; ++it) {
+    const int r = it % rounds;
+    const auto t0 = std::chrono::steady_clock::now();
+    cache.append(0, seqs.data(), n.data(), batch, dk[size_t(r)], dv[size_t(r)], dtype);
+    const auto t1 = std::chrono::steady_clock::now();
+    CK(cudaEventSynchronize(ev[3]));
+    float a = 0, b = 0;
+    CK(cudaEventElapsedTime(&a, ev[0], ev[1]));
+    CK(cudaEventElapsedTime(&b, ev[2], ev[3]));
+    if (it >= warm) {
+      enc.push_back(a * 1e3), com.push_back(b * 1e3);
+      wall.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
     }
+    if (n_tokens >= 64) {  // bulk: a fresh sequence every call
+      cache.remove_sequence(seqs[0]);
+      seqs[0] = cache.add_sequence();
+    }
+  }
   dev->set_append_events(nullptr);
   for (auto& e : ev) CK(cudaEventDestroy(e));
   for (int r = 0; r < rounds; ++r) {
@@ -172,27 +163,7 @@ Row run(const Shape& sh, uint32_t batch, uint32_t n_tokens, DType dtype, bool ex
                 dtype_name(dtype), exact ? " exact" : "");
   if (n_tokens > 1) std::snprintf(what, sizeof what, "%s bulk %u tok %s%s", sh.name, n_tokens, dtype_name(dtype),
                                   exact ? " exact" : "");
-  return {what, median(enc), median(com), median(queued), median(wall), bytes};
-}
-
-// The floor of an append's wait: an 8-byte device-to-host copy into pinned memory and a stream
-// synchronisation with nothing else in flight, median of 200.
-double wait_floor_us() {
-  void* d = nullptr;
-  void* h = nullptr;
-  CK(cudaMalloc(&d, 8));
-  CK(cudaMallocHost(&h, 8));
-  std::vector<double> us;
-  for (int i = 0; i < 220; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    CK(cudaMemcpyAsync(h, d, 8, cudaMemcpyDeviceToHost, nullptr));
-    CK(cudaStreamSynchronize(nullptr));
-    const auto t1 = std::chrono::steady_clock::now();
-    if (i >= 20) us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
-  }
-  CK(cudaFree(d));
-  CK(cudaFreeHost(h));
-  return median(us);
+  return {what, median(enc), median(com), median(wall), bytes};
 }
 
 }  // namespace
@@ -221,14 +192,13 @@ int main(int argc, char** argv) {
     rows.push_back(run(sh, 1, 4096, DType::f32, false, 3, quick ? 10 : 30, ctx));
     rows.push_back(run(sh, 1, 4096, DType::bf16, true, 1, quick ? 3 : 5, ctx));
   }
-  std::printf("\n| append | encode us | commit us | device us | queued us | wall us | bytes | GB/s | %% of copy |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("\n| append | encode us | commit us | device us | wall us | bytes | GB/s | %% of copy |\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows) {
     const double dev_us = r.encode_us + r.commit_us;
-    const double gbs = r.bytes / (r.queued_us * 1e3);
-    std::printf("| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f | %.1f |\n", r.what.c_str(), r.encode_us,
-                r.commit_us, dev_us, r.queued_us, r.wall_us, r.bytes, gbs, 100.0 * gbs / copy);
+    const double gbs = r.bytes / (dev_us * 1e3);
+    std::printf("| %s | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f | %.1f |\n", r.what.c_str(), r.encode_us,
+                r.commit_us, dev_us, r.wall_us, r.bytes, gbs, 100.0 * gbs / copy);
   }
-  std::printf("\nwait floor (8-byte read-back + stream sync, idle GPU): %.1f us\n", wait_floor_us());
   return 0;
 }

@@ -1,49 +1,28 @@
-// The fused append kernels (append.hpp); the design is in docs/gpu-append.md.
+// The fused append kernels (append.hpp).
 //
-// append_encode, quantized layer: grid (token tiles x parts + check-only blocks, KV head), 256
-// threads. A block takes TT packed tokens of one head: TT = 1 or 4 for decode steps, with a K
-// block and a V block per tile (parts = 2: twice the blocks, half the rotation bytes each), and
-// TT = 16 or 64 for prefill (one block does K and V, so that its row-pair tasks stay balanced).
-// Phases (cuda/append_body.cuh), each followed by the block barrier:
-//   0. the tokens, the head's matrices and codebooks;
-//   1. K (gathered into hp slot order) and V of its tokens into shared memory as fp32, from the
-//      input (checked: finite, and within fp16 range when held in fp16; rounded through fp16 when
-//      there is a window) or from the fp16 ring (tokens leaving the window);
-//   2. group norms as canonical sums (src/quant/canonical_sum.hpp: 32 lane chains + a 5-level
-//      tree, one thread per (token, group)), and fp32(1/n) for the fast path;
-//   3. codes: a fast fp32 dot per coordinate, then the decision below; an undecided coordinate
-//      runs the canonical fp64 sum itself. Codes are therefore exactly the CPU encoder's, while
-//      almost every coordinate costs fp32 work only;
-//   4. scales from canonical sums of the squared centroids (an fp16 infinity is an error);
-//   5. bit packing into the staging area, one thread per byte.
+// append_encode, quantized layer: grid (token tile + check-only blocks, KV head), 256 threads.
+// A block takes TT packed tokens of one head (TT = 1, 4 or 16 by call size and D) and
+//   1. loads K (gathered into hp slot order) and V of its tokens into shared memory as fp32,
+//      from the input (checked: finite, and within fp16 range when held in fp16; rounded
+//      through fp16 when there is a window) or from the fp16 ring (tokens leaving the window);
+//   2. computes every group norm with the canonical fp64 chain (tq_mse.hpp);
+//   3. thread o owns output coordinate o (K slot or V row) for all TT tokens: a fast fp32 FMA
+//      dot over the rotation row, then a rigorous test that decides whether the canonical
+//      value can lie on another side of a codebook boundary (see exact_or_fast below); if it
+//      can, the canonical fp64 chain runs for that coordinate. Codes are therefore exactly the
+//      CPU encoder's, while almost every coordinate costs fp32 work only;
+//   4. scales with the canonical fp64 chains (a scale that rounds to fp16 infinity is an
+//      error), then packs codes into bytes (one thread per output byte) into the staging area.
 // Check-only blocks read the input rows that are not packed (sink and ring tokens).
 //
-// The fast decision. For coordinate r of a d-dim group, let s* be the canonical fp64 sum of the d
-// exact products R[j] x_j, n the canonical norm, y* = fl64(s* / n) and c* = #{k : b_k < y*} the
-// CPU's code (b_k the fp32 boundaries). The kernel has s, an fp32 sum of the same products (FMA
-// chains; any association), and n.
-//  (a) |s - s*| <= 1.0006 d 2^-24 n + d 2^-149 when 2^-60 <= n: both lie within gamma_d(2^-24)
-//      resp. gamma_37(2^-53) times sum_j |R[j] x_j| of the exact sum (every term passes through
-//      at most d, resp. ceil(d/32) + 5 roundings; an fp32 result in the subnormal range adds at
-//      most 2^-150 per operation), and sum_j |R[j] x_j| <= ||R row|| ||x|| <= 1.0005 * 1.0000001 n
-//      (plans keep every rotation row at squared norm 1 +- 1e-3; n is within 2^-46 of ||x||).
-//  (b) q = fp32(1/n) (fp64 division, then rounded) and y = fp32(s * q) give
-//      |y - s/n| <= |y| 2^-22.98 + 2^-149 for 2^-60 <= n <= 2^60 (q is then a normal fp32).
-//  (c) |y* - s*/n| <= |s*/n| 2^-53.
-//  So |y - y*| <= M(y) = E + |y| 2^-22.9 with E = 1.0009 d 2^-24 + 2^-78. If no boundary lies
-//  within M(y) of y, every b_k < y is also < y* and every b_k >= y is > y*: c* = #{k : b_k < y}.
-//  The kernel tests the two boundaries next to y with fp32 arithmetic against
-//  fl32(fast_margin(d) + |y| 2^-22), fast_margin(d) = fl32(1.002 d 2^-24 + 2^-77); the slack
-//  (1.002 vs 1.0009, 2^-22 vs 2^-22.9) covers the roundings of the test itself. Otherwise (a
-//  boundary within the margin, n outside [2^-60, 2^60], a non-finite y) the thread computes s*
-//  (canonical_sum_quads over the rotation row) and decides exactly as the CPU does. With d = 128
-//  the margin is ~7.7e-6 in units of y, so a few coordinates in 10^4 take that path.
-//
-// The commit. Small calls (append_commit_fused) commit inside the encode launch: every block
-// counts itself done (after a fence), and the one that finishes last reads the error word and,
-// when it is clear, writes every staged row, fp16 row and bookkeeping word itself. Other calls
-// get a commit launch (and a copy-on-write launch first when pages are shared) whose blocks all
-// read the error word first. Either way nothing the cache shows changes when a check failed.
+// The fast path's bound. For a coordinate y = (sum_j R[j] x_j) / n over d terms, the fp32 FMA
+// chain s and the canonical fp64 chain s* both lie within gamma_d * sum_j |R[j] x_j| of the
+// exact sum (gamma_d = d u / (1 - d u), u = 2^-24 resp. 2^-53; plus up to 2^-126 per step when a
+// partial sum is subnormal or flushed to zero), and sum_j |R[j] x_j| <= ||R row|| * ||x||
+// <= 1.0005 n (plans keep every rotation row at squared norm 1 +- 1e-3). So s* lies in
+// [s - B, s + B] with
+// B = n * d * 2^-24 * 1.004 + d * 2^-125, and since fl(s* / n) is monotone in s*, the code of s*
+// is the code of fl((s - B) / n) when no boundary lies in [fl((s - B) / n), fl((s + B) / n)).
 #include <cuda_runtime.h>
 
 #include <atomic>
@@ -57,109 +36,98 @@ namespace {
 
 using namespace append_body;
 
-// Tokens per block by call size (TT 1 and 4: a K and a V block per tile; 16 and 64: one block).
-constexpr uint32_t kItemsForTT4 = 128;     // packed (token, head) items from which TT = 4 ...
-constexpr uint32_t kTokensForTT16 = 64;    // ... packed tokens from which TT = 16 ...
-constexpr uint32_t kTokensForTT64 = 512;   // ... and TT = 64
-constexpr size_t kSmemBudget = 110 << 10;  // dynamic shared memory of one encode block (2 per SM)
-constexpr uint64_t kFusedPieces = 4096;    // largest commit the last encode block does itself
-
-template <int TT, int TB>
-__global__ void __launch_bounds__(kThreads, TT >= 16 ? 2 : 1) encode_kernel(AppendParams p, EncodeGrid g) {
+template <int TT>
+__global__ void __launch_bounds__(kThreads) encode_kernel(AppendParams p, uint32_t n_tiles) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ EncodeShared s;
   __shared__ AppendToken toks[TT];
-  if (threadIdx.x == 0) {
+  const uint32_t h = blockIdx.y, tid = threadIdx.x;
+  if (blockIdx.x >= n_tiles) {
+    check_rows(p, n_tiles, blockIdx.x, h, tid, kThreads);
+    return;
+  }
+  const uint32_t tok0 = blockIdx.x * TT;
+  const uint32_t nt = min(uint32_t(TT), p.n_tokens - tok0);
+  if (tid == 0) {
     s.toks = toks;
     enc_bind(s, smem, TT, p.head_dim, p.max_cb);
   }
   __syncthreads();
-  encode_block<TT, TB>(p, g, s, blockIdx.x, blockIdx.y, DeviceThreads{});
-  if (!p.fused) return;
-  // Every block's staged rows and error keys are visible before it counts itself done; the last
-  // block sees them all.
-  __threadfence();
+  enc_prologue(p, s, tok0, nt, h, tid, kThreads);
   __syncthreads();
-  if (threadIdx.x == 0) s.last = atomicAdd(p.done, 1u) + 1 == gridDim.x * gridDim.y;
+  if (p.fp16_layer) {
+    enc_fp16_rows(p, s, tok0, nt, h, tid, kThreads);
+    return;
+  }
+  enc_tables(p, s, tid, kThreads);
   __syncthreads();
-  if (!s.last) return;
-  __threadfence();
-  commit_by_one_block(p, DeviceThreads{});
+  enc_load(p, s, nt, h, tid, kThreads);
+  __syncthreads();
+  enc_norms(p, s, nt, tid, kThreads);
+  __syncthreads();
+  enc_codes<TT>(p, s, nt, tid, kThreads);
+  __syncthreads();
+  enc_finish(p, s, tok0, nt, h, tid, kThreads);
 }
 
-__global__ void __launch_bounds__(kThreads) copy_kernel(AppendParams p, uint64_t count) {
-  if (!commit_allowed(p)) return;
+// Blocks [first, first + count) of the commit grid (a launch covers either the copies or the rest).
+__global__ void __launch_bounds__(kThreads) commit_kernel(AppendParams p, CommitGrid g, uint64_t first, uint64_t count) {
   const uint64_t b = uint64_t(blockIdx.y) * gridDim.x + blockIdx.x;
-  if (b < count) copy_region(p, b, threadIdx.x, blockDim.x);
+  if (b < count) commit_block(p, g, first + b, threadIdx.x, kThreads);
 }
 
-__global__ void __launch_bounds__(kThreads) commit_kernel(AppendParams p, CommitPieces c) {
-  if (!commit_allowed(p)) return;
-  const uint64_t i = (uint64_t(blockIdx.y) * gridDim.x + blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < c.total()) commit_store(commit_load(p, c, i));
-}
-
-// count blocks, spilling past the grid's x limit into y.
-dim3 grid_of(uint64_t count) {
+void launch_commit(const AppendParams& p, const CommitGrid& g, uint64_t first, uint64_t count, cudaStream_t stream) {
+  if (count == 0) return;
+  // Blocks beyond the grid's x limit spill into y.
   const uint64_t x = count < 0x7FFFFFFFull ? count : 0x7FFFFFFFull, y = (count + x - 1) / x;
   if (y > 65535) fail(StatusCode::unsupported, "append: too much work for one commit launch");
-  return dim3(unsigned(x), unsigned(y));
+  commit_kernel<<<dim3(unsigned(x), unsigned(y)), kThreads, 0, stream>>>(p, g, first, count);
+  check_cuda(cudaGetLastError(), "append: commit launch");
 }
 
-template <int TT, int TB>
+template <int TT>
 void launch_encode(const AppendParams& p, cudaStream_t stream) {
-  const EncodeGrid g = encode_grid(p, TT);
-  const size_t smem = p.fp16_layer ? 16 : enc_smem_bytes(TT, p.head_dim, p.max_cb);
+  const uint32_t n_tiles = (p.n_tokens + TT - 1) / TT;
+  const uint32_t checks = (p.rows + kCheckRows - 1) / kCheckRows;
+  const size_t smem = p.fp16_layer ? 0 : enc_smem_bytes(TT, p.head_dim, p.max_cb);
   // Raised once per size (never lowered); from 0, since without the attribute the dynamic limit
   // is 48 KiB minus the kernel's static shared memory.
   static std::atomic<size_t> raised{0};
   if (smem > raised.load()) {
-    check_cuda(cudaFuncSetAttribute(encode_kernel<TT, TB>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+    check_cuda(cudaFuncSetAttribute(encode_kernel<TT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
                "append: cudaFuncSetAttribute");
     raised.store(smem);
   }
-  if (uint64_t(g.blocks_x()) > 0x7FFFFFFFull) fail(StatusCode::unsupported, "append: too many rows for one launch");
-  encode_kernel<TT, TB><<<dim3(g.blocks_x(), p.n_heads), kThreads, smem, stream>>>(p, g);
+  if (uint64_t(n_tiles) + checks > 0x7FFFFFFFull) fail(StatusCode::unsupported, "append: too many rows for one launch");
+  encode_kernel<TT><<<dim3(n_tiles + checks, p.n_heads), kThreads, smem, stream>>>(p, n_tiles);
   check_cuda(cudaGetLastError(), "append: encode launch");
 }
 
 }  // namespace
 
 uint32_t append_tokens_per_block(const AppendParams& p) {
-  const uint64_t items = uint64_t(p.n_tokens) * p.n_heads;
-  uint32_t tt = p.n_tokens >= kTokensForTT64 ? 64 : p.n_tokens >= kTokensForTT16 ? 16 : items >= kItemsForTT4 ? 4 : 1;
-  while (tt > 1 && enc_smem_bytes(tt, p.head_dim, p.max_cb) > kSmemBudget) tt = tt == 64 ? 16 : tt == 16 ? 4 : 1;
-  return tt;
+  // One token per block for a decode step (most blocks in flight), 16 for prefill (each rotation
+  // row read from memory serves 16 tokens); shared memory caps it by head_dim.
+  const uint32_t cap = p.head_dim <= 128 ? 16 : p.head_dim <= 512 ? 4 : 1;
+  const uint32_t want = p.n_tokens >= 64 ? 16 : p.n_tokens > 4 ? 4 : 1;
+  return want < cap ? want : cap;
 }
 
-bool append_commit_fused(const AppendParams& p) {
-  return p.commit && p.n_copies == 0 && (p.rows > 0 || p.n_tokens > 0) && commit_pieces(p).total() <= kFusedPieces;
-}
-
-void append_encode(const AppendParams& params, void* stream_ptr) {
+void append_encode(const AppendParams& p, void* stream_ptr) {
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
-  if (params.rows == 0 && params.n_tokens == 0) return;
-  AppendParams p = params;
-  p.fused = append_commit_fused(p);
+  check_cuda(cudaMemsetAsync(p.error, 0xFF, sizeof *p.error, stream), "append: cudaMemsetAsync(error word)");
+  if (p.rows == 0 && p.n_tokens == 0) return;
   const uint32_t tt = append_tokens_per_block(p);
-  if (tt == 64) launch_encode<64, 16>(p, stream);
-  else if (tt == 16) launch_encode<16, 4>(p, stream);
-  else if (tt == 4) launch_encode<4, 4>(p, stream);
-  else launch_encode<1, 1>(p, stream);
+  if (tt == 16) launch_encode<16>(p, stream);
+  else if (tt == 4) launch_encode<4>(p, stream);
+  else launch_encode<1>(p, stream);
 }
 
 void append_commit(const AppendParams& p, void* stream_ptr) {
-  if (!p.commit || append_commit_fused(p)) return;
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
-  const uint64_t copies = uint64_t(p.n_copies) * p.n_layers * p.n_heads;
-  if (copies > 0) {
-    copy_kernel<<<grid_of(copies), kThreads, 0, stream>>>(p, copies);
-    check_cuda(cudaGetLastError(), "append: copy-on-write launch");
-  }
-  const CommitPieces c = commit_pieces(p);
-  if (c.total() == 0) return;
-  commit_kernel<<<grid_of((c.total() + kThreads - 1) / kThreads), kThreads, 0, stream>>>(p, c);
-  check_cuda(cudaGetLastError(), "append: commit launch");
+  const CommitGrid g = commit_grid(p);
+  launch_commit(p, g, 0, g.copy_blocks, stream);
+  launch_commit(p, g, g.copy_blocks, g.blocks() - g.copy_blocks, stream);
 }
 
 }  // namespace kvbits::cuda

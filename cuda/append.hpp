@@ -1,22 +1,18 @@
 // kvbits CUDA — the fused append: quantize + pack the new K/V tokens of one layer, for every KV
-// head and every sequence of the call, straight into the paged cache (docs/gpu-append.md).
-// Raw device pointers and plain structs only.
+// head and every sequence of the call, straight into the paged cache (docs/gpu-decode.md,
+// "CUDA backend"). Raw device pointers and plain structs only.
 //
-// All-or-nothing without a wait between the launches:
+// Two launches (three with copy-on-write copies), all-or-nothing:
 //   append_encode  checks every input value (non-finite; outside the fp16 range where it is to
 //                  be held in fp16) and encodes every packed (token, head) into a staging area:
 //                  codes and fp16 scales bit-identical to TqQuantizer::encode (a group norm too
 //                  large for an fp16 scale is an error too). Errors go to one 64-bit word as the
-//                  smallest error key (the CPU backend's order: see AppendError). For a small
-//                  call (append_commit_fused) the block that finishes last also commits, when
-//                  the error word is clear and AppendParams::commit is set.
-//   append_commit  otherwise, enqueued right after append_encode: copy-on-write copies of shared
-//                  pages (a launch of their own, first), then staged rows into their page rows,
-//                  fp16 sink and ring rows of the new tokens, and the device mirror of lengths /
-//                  page tables. Every commit block reads the error word first and does nothing
-//                  when it is set, so a refused call changes nothing on the device; the host
-//                  reads the word back afterwards (the one wait of an append) and commits its
-//                  own bookkeeping only when it is clear.
+//                  smallest error key (the CPU backend's order: see AppendError). Nothing the
+//                  cache shows changes.
+//   append_commit  run only after the host read the error word and found no error: copy-on-
+//                  write copies of shared pages (a launch of their own, first), then staged rows
+//                  into their page rows, fp16 sink and ring rows of the new tokens, and the
+//                  device mirror of lengths / page tables.
 #pragma once
 
 #include <cstddef>
@@ -65,10 +61,8 @@ struct AppendEntry {
 
 // One packed (token) of the call, in the order of AppendPlan::packed.
 struct AppendToken {
-  static constexpr uint32_t kFromRing = ~0u;
   uint32_t entry = 0, t = 0;  // sequence entry and position
   uint32_t page = 0, row = 0; // where it goes (the page after copy-on-write)
-  uint32_t in_row = 0;        // its row of k and v, or kFromRing (a token leaving the fp16 window)
 };
 
 // Copy-on-write of one page: rows [0, rows[l]) of every array of every head of layer l.
@@ -92,8 +86,6 @@ struct AppendParams {
   const void* k = nullptr;           // device [rows][n_heads][D]
   const void* v = nullptr;
   uint32_t rows = 0;
-  const uint32_t* fp16_rows = nullptr;  // the input rows held in fp16 (sink and ring tokens), ascending
-  uint32_t n_fp16_rows = 0;             // (every other row is packed)
   uint32_t n_entries = 0, n_tokens = 0;
   const AppendEntry* entries = nullptr;
   const AppendToken* tokens = nullptr;
@@ -102,13 +94,10 @@ struct AppendParams {
   // Staging: one slot per (packed token p, head h), item = p * n_heads + h.
   uint8_t* stage_codes = nullptr;     // [items][code_stride]: K codes then V codes (fp16 layer: K then V fp16 rows)
   uint16_t* stage_scales = nullptr;   // [items][scale_stride]: K scales then the V scale
-  uint32_t code_stride = 0, scale_stride = 0;  // code_stride: a multiple of 4
-  unsigned long long* error = nullptr;  // AppendStatus::error in device memory
-  uint32_t* done = nullptr;             // AppendStatus::done in device memory
+  uint32_t code_stride = 0, scale_stride = 0;
+  unsigned long long* error = nullptr;  // device word, ~0 = no error
   bool force_exact = false;             // tests: take the exact fp64 path for every coordinate
   // Commit.
-  bool commit = false;                  // the device may commit (the host found the pages fit)
-  bool fused = false;                   // set by append_encode: its last block commits
   const AppendCopy* copies = nullptr;
   uint32_t n_copies = 0;
   const uint32_t* copy_rows = nullptr;  // n_copies * n_layers
@@ -131,24 +120,13 @@ struct AppendError {
   // scale key: kScaleBase + item * 2 + (V ? 0 : 1)
 };
 
-// Where a call starts from: the caller uploads these 16 bytes (with its descriptors) to the
-// device words AppendParams::error and ::done point to, before append_encode.
-struct AppendStatus {
-  unsigned long long error = AppendError::kNone;
-  uint32_t done = 0;  // encode blocks finished (the fused commit's counter)
-  uint32_t pad = 0;
-};
-
-// Tokens per encode block (1, 4, 16 or 64) for a call: by its size, capped by head_dim.
+// Tokens per encode block (1, 4 or 16) for a call: by its size, capped by head_dim.
 uint32_t append_tokens_per_block(const AppendParams& p);
-// Whether the encode launch commits by itself (a small call with p.commit and no copies).
-bool append_commit_fused(const AppendParams& p);
 
-// Enqueues the check-and-encode launch on `stream` (and, fused, the commit). The error word and
-// counter must hold AppendStatus{} already. Error(device_error) on a launch failure.
+// Sets the error word to kNone, then enqueues the check-and-encode launch on `stream`.
+// Error(device_error) on a launch failure.
 void append_encode(const AppendParams& p, void* stream);
-// Enqueues the commit launches unless the commit is fused or p.commit is false (the copies'
-// launch only when there are copies); they do nothing if the error word is set.
+// Enqueues the commit launches (the copies' only when there are copies).
 void append_commit(const AppendParams& p, void* stream);
 
 }  // namespace kvbits::cuda

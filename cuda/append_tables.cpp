@@ -107,12 +107,6 @@ AppendCall describe_append(const Cache::Impl& m, const AppendPlan& plan) {
     d.qend1 = p.qend1;
     d.fp16 = p.new_block ? p.new_block.get() : p.seq->layers[plan.layer].fp16.get();
   }
-  // Rows that stay in fp16 (sink and ring tokens): checked and written by their own blocks.
-  for (size_t e = 0; e < plan.entries.size(); ++e) {
-    const SeqAppend& p = plan.entries[e];
-    for (uint32_t t = p.len0; t < p.len1; ++t)
-      if (t < m.sink || t >= p.qend1) c.fp16_rows.push_back(uint32_t(p.first_row + (t - p.len0)));
-  }
   // The page of every packed token: entries' page steps looked up once per page index.
   c.tokens.resize(plan.packed.size());
   std::vector<std::vector<const PageStep*>> steps(plan.entries.size());
@@ -127,9 +121,7 @@ AppendCall describe_append(const Cache::Impl& m, const AppendPlan& plan) {
         if (st->index == idx) page = st->page, found = true;
       if (!found) page = plan.entries[pt.entry].seq->pages[idx];
     }
-    const SeqAppend& e = plan.entries[pt.entry];
-    const uint32_t in_row = pt.t < e.len0 ? AppendToken::kFromRing : uint32_t(e.first_row + (pt.t - e.len0));
-    c.tokens[i] = {pt.entry, pt.t, page, m.page_row(pt.t), in_row};
+    c.tokens[i] = {pt.entry, pt.t, page, m.page_row(pt.t)};
   }
   if (plan.pages_fit)
     for (const PageStep& st : plan.page_steps) {
@@ -139,7 +131,7 @@ AppendCall describe_append(const Cache::Impl& m, const AppendPlan& plan) {
     }
   for (uint32_t h = 0; h < H; ++h) {
     const PageLayout& l = m.layouts[m.slot(plan.layer, h)];
-    c.code_stride = std::max(c.code_stride, (l.k_code_bytes + l.v_code_bytes + 3) / 4 * 4);  // commit reads words
+    c.code_stride = std::max(c.code_stride, l.k_code_bytes + l.v_code_bytes);
     c.scale_stride = std::max(c.scale_stride, plan.layer_fp16 ? 0u : l.n_k_scales + 1);
   }
   return c;

@@ -35,8 +35,7 @@ struct AppendCall {
   std::vector<AppendToken> tokens;
   std::vector<AppendCopy> copies;
   std::vector<uint32_t> copy_rows;
-  std::vector<uint32_t> fp16_rows;  // AppendParams::fp16_rows
-  uint32_t code_stride = 0, scale_stride = 0;  // staging strides (append.hpp; code_stride a multiple of 4)
+  uint32_t code_stride = 0, scale_stride = 0;  // staging strides (append.hpp)
 };
 
 // Page id of page-table index `idx` of entry `e` once the plan is committed.

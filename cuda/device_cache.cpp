@@ -350,12 +350,11 @@ void CudaCache::append(AppendPlan& plan, const void* k, const void* v, void* str
   const size_t in_bytes = plan.rows * H * D * dtype_size(plan.dtype);
   const bool k_dev = device_accessible(k), v_dev = device_accessible(v);
   WsLayout ws;
-  const size_t o_err = ws.add(sizeof(AppendStatus)), o_desc = o_err;  // the status travels with the descriptors
+  const size_t o_err = ws.add(8), o_desc = ws.total;
   const size_t o_entries = ws.add(entries.size() * sizeof(AppendEntry));
   const size_t o_tokens = ws.add(tokens.size() * sizeof(AppendToken));
   const size_t o_copies = ws.add(copies.size() * sizeof(AppendCopy));
   const size_t o_rows = ws.add(copy_rows.size() * 4);
-  const size_t o_fp16_rows = ws.add(d.fp16_rows.size() * 4);
   const size_t o_words = ws.add(words.size() * sizeof(WordWrite));
   const size_t desc_end = ws.total;
   const size_t o_codes = ws.add(n_tok * H * code_stride);
@@ -367,13 +366,10 @@ void CudaCache::append(AppendPlan& plan, const void* k, const void* v, void* str
     auto put = [&](size_t at, const void* src, size_t bytes) {
       if (bytes) std::memcpy(blob.data() + (at - o_desc), src, bytes);
     };
-    const AppendStatus status;
-    put(o_err, &status, sizeof status);
     put(o_entries, entries.data(), entries.size() * sizeof(AppendEntry));
     put(o_tokens, tokens.data(), tokens.size() * sizeof(AppendToken));
     put(o_copies, copies.data(), copies.size() * sizeof(AppendCopy));
     put(o_rows, copy_rows.data(), copy_rows.size() * 4);
-    put(o_fp16_rows, d.fp16_rows.data(), d.fp16_rows.size() * 4);
     put(o_words, words.data(), words.size() * sizeof(WordWrite));
     upload(w + o_desc, blob.data(), blob.size(), s, "append: cudaMemcpyAsync(descriptors)");
   }
@@ -388,7 +384,6 @@ void CudaCache::append(AppendPlan& plan, const void* k, const void* v, void* str
   ap.k = k_dev ? k : w + o_k;
   ap.v = v_dev ? v : w + o_v;
   ap.rows = uint32_t(plan.rows);
-  ap.fp16_rows = reinterpret_cast<const uint32_t*>(w + o_fp16_rows), ap.n_fp16_rows = uint32_t(d.fp16_rows.size());
   ap.n_entries = uint32_t(n_entries), ap.n_tokens = uint32_t(n_tok);
   ap.entries = reinterpret_cast<const AppendEntry*>(w + o_entries);
   ap.tokens = reinterpret_cast<const AppendToken*>(w + o_tokens);
@@ -397,27 +392,21 @@ void CudaCache::append(AppendPlan& plan, const void* k, const void* v, void* str
   ap.stage_codes = w + o_codes;
   ap.stage_scales = reinterpret_cast<uint16_t*>(w + o_scales);
   ap.code_stride = code_stride, ap.scale_stride = scale_stride;
-  ap.error = reinterpret_cast<unsigned long long*>(w + o_err + offsetof(AppendStatus, error));
-  ap.done = reinterpret_cast<uint32_t*>(w + o_err + offsetof(AppendStatus, done));
+  ap.error = reinterpret_cast<unsigned long long*>(w + o_err);
   ap.force_exact = force_exact_;
-  ap.commit = plan.pages_fit;
   ap.copies = reinterpret_cast<const AppendCopy*>(w + o_copies);
   ap.n_copies = uint32_t(copies.size());
   ap.copy_rows = reinterpret_cast<const uint32_t*>(w + o_rows);
   ap.words = reinterpret_cast<const WordWrite*>(w + o_words);
   ap.n_words = uint32_t(words.size());
 
-  // ---- check and encode, the device commit (skipped on the device when a check failed), then
-  // the one wait of an append ----
+  // ---- check and encode, then the one wait of an append ----
   auto mark = [&](int i) {
     if (events_[i]) check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(events_[i]), s), "cudaEventRecord");
   };
   mark(0);
-  append_encode(ap, s);  // small calls: its last block commits (append.hpp)
+  append_encode(ap, s);
   mark(1);
-  mark(2);
-  append_commit(ap, s);
-  mark(3);
   check_cuda(cudaMemcpyAsync(call.pinned(), ap.error, 8, cudaMemcpyDeviceToHost, s), "append: read back the error word");
   call.sync();
   unsigned long long key = 0;
@@ -427,7 +416,10 @@ void CudaCache::append(AppendPlan& plan, const void* k, const void* v, void* str
   if (!plan.pages_fit) cache_detail::capacity_error(m, plan);
   if (key != AppendError::kNone) throw_append_error(m, plan, key);
 
-  // ---- the host bookkeeping (nothing below fails) ----
+  // ---- commit: device, then the host bookkeeping (nothing below fails but the launch) ----
+  mark(2);
+  append_commit(ap, s);
+  mark(3);
   for (SeqAppend& p : plan.entries)
     if (p.new_block) p.seq->layers[layer].fp16 = std::move(p.new_block);
   cache_detail::commit_page_steps(m, plan, [](const PageStep&) {});  // copies ran on the device

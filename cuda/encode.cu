@@ -1,9 +1,7 @@
 // TQ-MSE encode kernel. One CTA per row; thread r of group g computes output coordinate r.
 // Every floating-point step mirrors TqQuantizer::encode_codes: the fp32*fp32 products are exact
-// in fp64, so fma vs mul+add cannot change a sum, and every sum is the canonical sum of
-// src/quant/canonical_sum.hpp (the same code the CPU runs). That is what makes CPU and GPU codes
-// and scales bit-identical. The fast append (append.cu) is tested against this kernel's output
-// through the CPU encoder.
+// in fp64, so fma vs mul+add cannot change a sum, and each sum runs in ascending index order
+// inside one thread. That is what makes CPU and GPU codes and scales bit-identical.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -12,7 +10,6 @@
 
 #include "cuda/encode.hpp"
 #include "kvbits/status.hpp"
-#include "quant/canonical_sum.hpp"
 
 namespace kvbits::cuda {
 
@@ -42,10 +39,11 @@ __global__ void encode_rows_kernel(QuantizerTables t, const float* x, uint8_t* p
   const float* xr = x + row * t.dim;
   for (uint32_t s = threadIdx.x; s < t.dim; s += blockDim.x) xs[s] = xr[t.slot_dim[s]];
   __syncthreads();
-  // Group norms: one thread per group.
+  // Group norms: one thread per group, ascending slots.
   for (uint32_t g = threadIdx.x; g < t.n_groups; g += blockDim.x) {
     const uint32_t first = t.group_info[6 * g + 1], dims = t.group_info[6 * g + 2];
-    const double nsq = canonical_sum(dims, [&](uint32_t j) { return __dmul_rn(double(xs[first + j]), double(xs[first + j])); });
+    double nsq = 0.0;
+    for (uint32_t j = 0; j < dims; ++j) nsq = __dadd_rn(nsq, __dmul_rn(double(xs[first + j]), double(xs[first + j])));
     norms[g] = __dsqrt_rn(nsq);
   }
   __syncthreads();
@@ -61,7 +59,8 @@ __global__ void encode_rows_kernel(QuantizerTables t, const float* x, uint8_t* p
       continue;
     }
     const float* R = t.rotations + rot_off + size_t(s - first) * dims;
-    const double acc = canonical_sum(dims, [&](uint32_t j) { return __dmul_rn(double(R[j]), double(xs[first + j])); });
+    double acc = 0.0;
+    for (uint32_t j = 0; j < dims; ++j) acc = __dadd_rn(acc, __dmul_rn(double(R[j]), double(xs[first + j])));
     codes[s] = uint8_t(code_of(bnd, (1u << bits) - 1, __ddiv_rn(acc, n)));
   }
   __syncthreads();
@@ -71,10 +70,11 @@ __global__ void encode_rows_kernel(QuantizerTables t, const float* x, uint8_t* p
     const uint32_t* gi = t.group_info + 6 * g;
     const uint32_t bits = gi[0], first = gi[1], dims = gi[2], byte_off = gi[3], cb_off = gi[5];
     const float* cent = t.centroids + cb_off;
-    const double csq = canonical_sum(dims, [&](uint32_t j) {
+    double csq = 0.0;
+    for (uint32_t j = 0; j < dims; ++j) {
       const double c = double(cent[codes[first + j]]);
-      return __dmul_rn(c, c);
-    });
+      csq = __dadd_rn(csq, __dmul_rn(c, c));
+    }
     const double n = norms[g];
     scales[row * t.n_groups + g] = n == 0.0 ? uint16_t(0) : __half_as_ushort(__double2half(__ddiv_rn(n, __dsqrt_rn(csq))));
     const uint32_t nbytes = (dims * bits + 7) / 8;

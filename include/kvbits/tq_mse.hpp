@@ -6,12 +6,10 @@
 // norm-corrected ||x_g|| / ||c(codes_g)|| in fp16, so dequantisation is scale * centroid.
 // V: the same with one group of all D dims at the V width and no permutation.
 //
-// Canonical arithmetic (bit-identical on CPU and GPU; see docs/cache-layout.md §Encode). Every
-// sum below is the canonical fp64 sum of src/quant/canonical_sum.hpp (32 ascending lane
-// partials, then a fixed pairwise tree); its terms are exact (products of fp32 values):
-//   nsq   = sum_j x_j*x_j
+// Canonical arithmetic (bit-identical on CPU and GPU; see docs/cache-layout.md §Encode):
+//   nsq   = sum_j x_j*x_j               fp64, j ascending (products of fp32 are exact)
 //   n     = sqrt(nsq)
-//   y_r   = (sum_j R[r][j]*x_j) / n
+//   y_r   = (sum_j R[r][j]*x_j) / n     fp64, j ascending
 //   code  = #{ fp32 boundaries < y_r }
 //   scale = double_to_half(n / sqrt(sum_r c[code_r]^2))   (n == 0: codes of 0.0, scale 0)
 #pragma once

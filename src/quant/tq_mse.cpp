@@ -11,7 +11,6 @@
 #include "kvbits/bitpack.hpp"
 #include "kvbits/half.hpp"
 #include "kvbits/status.hpp"
-#include "quant/canonical_sum.hpp"
 
 namespace kvbits {
 namespace {
@@ -98,38 +97,6 @@ void rotate_rows(const float* rot, uint32_t d, const double* x, double* out) {
   }
 }
 
-// The canonical sum (canonical_sum.hpp) of row[j] * x[j], j < n, written for the CPU, with the
-// lanes and their order exactly canonical_sum's (a lane starts at 0 + its first term, then adds
-// every 32nd term). Long rows: eight lanes at a time, their partials in vector registers across
-// the whole row. Short rows (a few small K groups): one branch-free pass per block of 32 terms.
-double canonical_dot(const float* row, const double* x, uint32_t n) {
-  double p[kSumLanes];
-  if (n >= 2 * kSumLanes) {
-    constexpr size_t kGroup = 8;
-    for (size_t g = 0; g < kSumLanes; g += kGroup) {
-      double a[kGroup] = {};
-      size_t j0 = g;
-      for (; j0 + kGroup <= n; j0 += kSumLanes) {
-        const float* r = row + j0;
-        const double* v = x + j0;
-        for (size_t l = 0; l < kGroup; ++l) a[l] += double(r[l]) * v[l];
-      }
-      for (size_t l = 0; l < kGroup && j0 + l < n; ++l) a[l] += double(row[j0 + l]) * x[j0 + l];  // a last, partial block
-      for (size_t l = 0; l < kGroup; ++l) p[g + l] = a[l];
-    }
-    return canonical_sum_finish(p, n);
-  }
-  const size_t first = n < kSumLanes ? n : kSumLanes;
-  for (size_t l = 0; l < first; ++l) p[l] = 0.0 + double(row[l]) * x[l];
-  for (size_t j0 = kSumLanes; j0 < n; j0 += kSumLanes) {
-    const size_t m = n - j0 < kSumLanes ? n - j0 : kSumLanes;
-    const float* r = row + j0;
-    const double* v = x + j0;
-    for (size_t l = 0; l < m; ++l) p[l] += double(r[l]) * v[l];
-  }
-  return canonical_sum_finish(p, n);
-}
-
 // out[s] = sum_r rot[r][s] * y[r] (R^T y), each sum in ascending r; the inner loop runs over
 // independent columns, so it vectorises without reordering any sum.
 void rotate_cols(const float* rot, uint32_t d, const float* y, double* out) {
@@ -174,9 +141,12 @@ void TqQuantizer::encode_codes(const float* x, uint8_t* codes, uint16_t* scales)
     const KeyGroup& gr = groups_[g];
     const uint32_t d = gr.dims, s0 = gr.first_slot;
     const GroupCodebook& cb = codebooks_[g];
-    for (uint32_t j = 0; j < d; ++j) xg[j] = double(x[slot_dim_[s0 + j]]);
-    // Squares and products of fp32 values are exact in fp64; only the canonical order rounds.
-    const double nsq = canonical_sum(d, [&](uint32_t j) { return xg[j] * xg[j]; });
+    // Products of two fp32 values are exact in fp64; sums run over ascending j.
+    double nsq = 0.0;
+    for (uint32_t j = 0; j < d; ++j) {
+      xg[j] = double(x[slot_dim_[s0 + j]]);
+      nsq += xg[j] * xg[j];
+    }
     const double n = std::sqrt(nsq);
     uint8_t* cg = codes + s0;
     if (n == 0.0) {
@@ -185,10 +155,15 @@ void TqQuantizer::encode_codes(const float* x, uint8_t* codes, uint16_t* scales)
       scales[g] = 0;
       continue;
     }
-    const float* rot = rotations_[g].data();
-    for (uint32_t r = 0; r < d; ++r) cg[r] = uint8_t(cb.code_of(canonical_dot(rot + size_t(r) * d, xg, d) / n));
-    const float* c = cb.centroids.data();
-    const double csq = canonical_sum(d, [&](uint32_t r) { return double(c[cg[r]]) * double(c[cg[r]]); });
+    double y[kMaxDim];
+    rotate_rows(rotations_[g].data(), d, xg, y);
+    double csq = 0.0;
+    for (uint32_t r = 0; r < d; ++r) {
+      const uint32_t code = cb.code_of(y[r] / n);
+      cg[r] = uint8_t(code);
+      const double c = cb.centroids[code];
+      csq += c * c;
+    }
     // csq is 0 only for a codebook with a zero centroid: the group then decodes to 0.
     scales[g] = csq > 0.0 ? double_to_half(n / std::sqrt(csq)) : uint16_t(0);
   }

@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -27,63 +26,50 @@ using namespace kvbits::cuda::append_body;
 
 namespace {
 
-// ---- host launches of the kernels ----
+// ---- host launches of the two kernels ----
 
-// Launches seen: which block shapes ran and how many coordinates each path decided (to check
-// that the tests reach every path).
-struct LaunchLog {
-  uint64_t tt_seen[65] = {};
-  uint64_t fused = 0, unfused = 0;
-};
-LaunchLog& launch_log() {
-  static LaunchLog log;
-  return log;
-}
-
-template <int TT, int TB>
+template <int TT>
 void emulate_encode_tt(const AppendParams& p) {
-  const EncodeGrid g = encode_grid(p, TT);
+  const uint32_t n_tiles = (p.n_tokens + TT - 1) / TT, checks = (p.rows + kCheckRows - 1) / kCheckRows;
   const size_t bytes = p.fp16_layer ? 16 : enc_smem_bytes(TT, p.head_dim, p.max_cb);
   std::vector<float4> dyn(bytes / 16 + 2);  // 16-byte aligned, as shared memory
-  ++launch_log().tt_seen[TT];
   for (uint32_t h = 0; h < p.n_heads; ++h)
-    for (uint32_t bx = 0; bx < g.blocks_x(); ++bx) {
+    for (uint32_t bx = 0; bx < n_tiles + checks; ++bx) {
+      if (bx >= n_tiles) {
+        for (uint32_t tid = 0; tid < kThreads; ++tid) check_rows(p, n_tiles, bx, h, tid, kThreads);
+        continue;
+      }
       // Shared memory starts as NaN bytes: a phase reading what nobody wrote shows up.
       std::memset(dyn.data(), 0xFF, dyn.size() * 16);
-      EncodeShared s;
-      std::memset(&s, 0xFF, sizeof s);
+      EncodeShared s{};
       AppendToken toks[TT];
       s.toks = toks;
       enc_bind(s, reinterpret_cast<unsigned char*>(dyn.data()), TT, p.head_dim, p.max_cb);
-      encode_block<TT, TB>(p, g, s, bx, h, HostThreads{});
+      const uint32_t tok0 = bx * TT, nt = std::min<uint32_t>(TT, p.n_tokens - tok0);
+      for (uint32_t tid = 0; tid < kThreads; ++tid) enc_prologue(p, s, tok0, nt, h, tid, kThreads);
+      if (p.fp16_layer) {
+        for (uint32_t tid = 0; tid < kThreads; ++tid) enc_fp16_rows(p, s, tok0, nt, h, tid, kThreads);
+        continue;
+      }
+      for (uint32_t tid = 0; tid < kThreads; ++tid) enc_tables(p, s, tid, kThreads);
+      for (uint32_t tid = 0; tid < kThreads; ++tid) enc_load(p, s, nt, h, tid, kThreads);
+      for (uint32_t tid = 0; tid < kThreads; ++tid) enc_norms(p, s, nt, tid, kThreads);
+      for (uint32_t tid = 0; tid < kThreads; ++tid) enc_codes<TT>(p, s, nt, tid, kThreads);
+      for (uint32_t tid = 0; tid < kThreads; ++tid) enc_finish(p, s, tok0, nt, h, tid, kThreads);
     }
 }
 
 void emulate_encode(const AppendParams& p) {
-  if (p.rows == 0 && p.n_tokens == 0) return;
   const uint32_t tt = append_tokens_per_block(p);
-  if (tt == 64) emulate_encode_tt<64, 16>(p);
-  else if (tt == 16) emulate_encode_tt<16, 4>(p);
-  else if (tt == 4) emulate_encode_tt<4, 4>(p);
-  else emulate_encode_tt<1, 1>(p);
+  if (tt == 16) emulate_encode_tt<16>(p);
+  else if (tt == 4) emulate_encode_tt<4>(p);
+  else emulate_encode_tt<1>(p);
 }
 
-// What the device runs after the encode blocks: the fused commit of the last block, or the
-// copy-on-write and commit launches; all of it only when the error word is clear.
 void emulate_commit(const AppendParams& p) {
-  if (!p.commit) return;
-  if (append_commit_fused(p)) {
-    ++launch_log().fused;
-    commit_by_one_block(p, HostThreads{});
-    return;
-  }
-  ++launch_log().unfused;
-  if (!commit_allowed(p)) return;
-  const uint64_t copies = uint64_t(p.n_copies) * p.n_layers * p.n_heads;
-  for (uint64_t b = 0; b < copies; ++b)
-    for (uint32_t tid = 0; tid < kThreads; ++tid) copy_region(p, b, tid, kThreads);
-  const CommitPieces c = commit_pieces(p);
-  for (uint64_t i = 0; i < c.total(); ++i) commit_store(commit_load(p, c, i));
+  const CommitGrid g = commit_grid(p);
+  for (uint64_t b = 0; b < g.blocks(); ++b)
+    for (uint32_t tid = 0; tid < kThreads; ++tid) commit_block(p, g, b, tid, kThreads);
 }
 
 // ---- a CPU cache appended the way the CUDA cache appends (cuda/device_cache.cpp) ----
@@ -95,8 +81,6 @@ struct Emulated {
   Cache& cache;
   AppendTables tables;
   bool force_exact = false;
-  uint32_t last_tt = 0;      // tokens per encode block of the last call
-  bool last_fused = false;   // whether its commit ran inside the encode launch
 
   void append(uint32_t layer, const std::vector<uint64_t>& seqs, const std::vector<uint32_t>& n, const void* k,
               const void* v, DType dtype) {
@@ -110,7 +94,7 @@ struct Emulated {
     const AppendCall d = describe_append(m, plan);
     std::vector<uint8_t> codes(plan.packed.size() * m.n_heads * d.code_stride + 1, 0xEE);
     std::vector<uint16_t> scales(plan.packed.size() * m.n_heads * d.scale_stride + 1, 0xEEEE);
-    AppendStatus status;
+    unsigned long long error = AppendError::kNone;
     AppendParams ap;
     ap.n_layers = m.n_layers, ap.n_heads = m.n_heads, ap.head_dim = m.head_dim;
     ap.sink = m.sink, ap.window = m.window, ap.layer = layer;
@@ -118,29 +102,20 @@ struct Emulated {
     ap.dtype = uint32_t(dtype);
     ap.k = k, ap.v = v;
     ap.rows = uint32_t(plan.rows);
-    ap.fp16_rows = d.fp16_rows.data(), ap.n_fp16_rows = uint32_t(d.fp16_rows.size());
     ap.n_entries = uint32_t(d.entries.size()), ap.n_tokens = uint32_t(d.tokens.size());
     ap.entries = d.entries.data(), ap.tokens = d.tokens.data();
     ap.heads = tables.heads.data();
     ap.max_cb = tables.max_cb[layer];
     ap.stage_codes = codes.data(), ap.stage_scales = scales.data();
     ap.code_stride = d.code_stride, ap.scale_stride = d.scale_stride;
-    ap.error = &status.error, ap.done = &status.done;
+    ap.error = &error;
     ap.force_exact = force_exact;
-    ap.commit = plan.pages_fit;
     ap.copies = d.copies.data(), ap.n_copies = uint32_t(d.copies.size());
     ap.copy_rows = d.copy_rows.data();
-    // The bookkeeping words of the device mirror have no host counterpart here: none.
-    last_tt = append_tokens_per_block(ap);
-    last_fused = append_commit_fused(ap);
     emulate_encode(ap);
-    const unsigned long long error = status.error;
-    if (error != AppendError::kNone || !plan.pages_fit) {
-      emulate_commit(ap);  // must do nothing: the cache stays as it was (the callers compare)
-      if (error != AppendError::kNone && error < AppendError::kScaleBase) throw_append_error(m, plan, error);
-      if (!plan.pages_fit) cache_detail::capacity_error(m, plan);
-      throw_append_error(m, plan, error);
-    }
+    if (error != AppendError::kNone && error < AppendError::kScaleBase) throw_append_error(m, plan, error);
+    if (!plan.pages_fit) cache_detail::capacity_error(m, plan);
+    if (error != AppendError::kNone) throw_append_error(m, plan, error);
     // Host pools zero a page when it is taken: commit the bookkeeping first, then the rows.
     for (cache_detail::SeqAppend& p : plan.entries)
       if (p.new_block) p.seq->layers[layer].fp16 = std::move(p.new_block);
@@ -416,9 +391,9 @@ TEST(AppendEmulated, BadValuesGiveTheCpuError) {
 }
 
 TEST(AppendEmulated, ExactChainsAreTheCanonicalSums) {
-  // The fallback coordinate and the group norms must be the CPU's canonical fp64 sums bit for bit
-  // (another summation order changes their last bits, which random data rarely turns into another
-  // code, so they are compared directly here).
+  // The fallback coordinate and the group norms must be the CPU's fp64 sums bit for bit (a
+  // different summation order changes their last bits, which random data rarely turns into
+  // another code, so they are compared directly here).
   ModelShape sh = cachetest::make_shape(1, 2, 128);
   const auto plan = cachetest::make_plan(sh, PlanOptions{}, 4);
   CacheConfig cfg;
@@ -427,7 +402,7 @@ TEST(AppendEmulated, ExactChainsAreTheCanonicalSums) {
   Emulated em(c);
   std::mt19937_64 rng(8);
   std::normal_distribution<float> nd;
-  size_t compared = 0, differ_chain = 0;
+  size_t compared = 0, differ_reversed = 0;
   for (uint32_t h = 0; h < 2; ++h) {
     const AppendHead& hd = em.tables.heads[h];
     const HeadQuantizers& q = c.quantizers(0, h);
@@ -435,28 +410,26 @@ TEST(AppendEmulated, ExactChainsAreTheCanonicalSums) {
       const bool is_v = m == int(hd.n_k_groups);
       const AppendGroup& g = is_v ? hd.v : hd.k[m];
       const std::vector<float>& R = is_v ? q.v.rotation(0) : q.k.rotation(size_t(m));
-      const Matrix mt{g.bits, g.first, g.dims, g.byte_offset, g.rot_offset, g.cb_offset, 0, 0, 0.0f};
+      const Matrix mt{g.bits, g.first, g.dims, g.byte_offset, g.rot_offset, g.cb_offset, 0, 0};
       for (int trial = 0; trial < 20; ++trial) {
-        std::vector<float4> buf((g.dims + 3) / 4, make_float4(0.f, 0.f, 0.f, 0.f));  // as xs: aligned, zero past dims
-        float* x = reinterpret_cast<float*>(buf.data());
-        for (uint32_t j = 0; j < g.dims; ++j) x[j] = nd(rng) * (trial % 2 ? 1e3f : 1e-2f);
+        std::vector<float> x(g.dims);
+        for (float& e : x) e = nd(rng) * (trial % 2 ? 1e3f : 1e-2f);
         for (uint32_t r = 0; r < g.dims; ++r) {
-          const float* row = &R[size_t(r) * g.dims];
-          const double want = canonical_sum(g.dims, [&](uint32_t j) { return double(row[j]) * double(x[j]); });
-          double chain = 0.0;
-          for (uint32_t j = 0; j < g.dims; ++j) chain += double(row[j]) * double(x[j]);
-          const double got = exact_dot(hd.rot, mt, r, x);
+          double want = 0.0, reversed = 0.0;
+          for (uint32_t j = 0; j < g.dims; ++j) want += double(R[size_t(r) * g.dims + j]) * double(x[j]);
+          for (uint32_t j = g.dims; j-- > 0;) reversed += double(R[size_t(r) * g.dims + j]) * double(x[j]);
+          const double got = exact_dot(hd.rot, mt, r, x.data());
           ASSERT_EQ(std::memcmp(&got, &want, 8), 0) << "head " << h << " matrix " << m << " row " << r;
           ++compared;
-          differ_chain += std::memcmp(&chain, &want, 8) != 0;
+          differ_reversed += std::memcmp(&reversed, &want, 8) != 0;
         }
       }
     }
   }
-  // The check has teeth: the old ascending chain would have differed often.
-  EXPECT_GT(differ_chain, compared / 20) << compared << " sums compared";
+  // The check has teeth: another order would have differed somewhere.
+  EXPECT_GT(differ_reversed, compared / 20) << compared << " sums compared";
 
-  // Norms: phase 2 of the encode block against sqrt of the canonical sum of squares.
+  // Norms: phase 2 of the encode block against sqrt of the sequential sum of squares.
   const uint64_t id = c.add_sequence();
   const uint32_t T = 3;
   std::vector<float> k(size_t(T) * 2 * 128), v(k.size());
@@ -465,148 +438,35 @@ TEST(AppendEmulated, ExactChainsAreTheCanonicalSums) {
   cache_detail::AppendPlan pl =
       cache_detail::plan_append(c.impl(), 0, &id, &T, 1, k.data(), v.data(), DType::f32);
   const AppendCall d = describe_append(c.impl(), pl);
-  AppendStatus status;
+  unsigned long long error = AppendError::kNone;
   AppendParams ap;
   ap.n_layers = 1, ap.n_heads = 2, ap.head_dim = 128, ap.dtype = 0, ap.k = k.data(), ap.v = v.data();
   ap.rows = T, ap.n_entries = 1, ap.n_tokens = T, ap.entries = d.entries.data(), ap.tokens = d.tokens.data();
-  ap.heads = em.tables.heads.data(), ap.max_cb = em.tables.max_cb[0], ap.error = &status.error;
+  ap.heads = em.tables.heads.data(), ap.max_cb = em.tables.max_cb[0], ap.error = &error;
   std::vector<float4> dyn(enc_smem_bytes(4, 128, ap.max_cb) / 16 + 2);
   EncodeShared s{};
   AppendToken toks[4];
   s.toks = toks;
   enc_bind(s, reinterpret_cast<unsigned char*>(dyn.data()), 4, 128, ap.max_cb);
-  size_t norms = 0, norms_differ_chain = 0;
   for (uint32_t h = 0; h < 2; ++h) {
-    const HostThreads threads;
-    threads([&](uint32_t tid, uint32_t n) { enc_prologue(ap, s, 0, T, h, 2, tid, n); });
-    threads([&](uint32_t tid, uint32_t n) { enc_load(ap, s, 4, h, true, tid, n); });
-    threads([&](uint32_t tid, uint32_t n) { enc_norms(ap, s, tid, n); });
+    for (uint32_t tid = 0; tid < kThreads; ++tid) enc_prologue(ap, s, 0, T, h, tid, kThreads);
+    for (uint32_t tid = 0; tid < kThreads; ++tid) enc_tables(ap, s, tid, kThreads);
+    for (uint32_t tid = 0; tid < kThreads; ++tid) enc_load(ap, s, T, h, tid, kThreads);
+    for (uint32_t tid = 0; tid < kThreads; ++tid) enc_norms(ap, s, T, tid, kThreads);
     const TqQuantizer& kq = c.quantizers(0, h).k;
     for (uint32_t t = 0; t < T; ++t)
       for (uint32_t m = 0; m < s.n_mats; ++m) {
         const bool is_v = m + 1 == s.n_mats;
         const float* row = (is_v ? v.data() : k.data()) + (size_t(t) * 2 + h) * 128;
+        double nsq = 0.0;
         const uint32_t first = is_v ? 0 : kq.groups()[m].first_slot, dims = is_v ? 128 : kq.groups()[m].dims;
-        auto xj = [&](uint32_t j) { return double(row[is_v ? j : kq.slot_dim()[first + j]]); };
-        const double want = std::sqrt(canonical_sum(dims, [&](uint32_t j) { return xj(j) * xj(j); }));
-        double chain = 0.0;
-        for (uint32_t j = 0; j < dims; ++j) chain += xj(j) * xj(j);
-        const double got = s.nrm[t * kMaxMatrices + m];
+        for (uint32_t j = 0; j < dims; ++j) {
+          const double xj = row[is_v ? j : kq.slot_dim()[first + j]];
+          nsq += xj * xj;
+        }
+        const double want = std::sqrt(nsq), got = s.nrm[t * kMaxMatrices + m];
         EXPECT_EQ(std::memcmp(&got, &want, 8), 0) << "head " << h << " token " << t << " matrix " << m;
-        ++norms;
-        norms_differ_chain += std::sqrt(chain) != want;
       }
   }
-  EXPECT_GT(norms_differ_chain, 0u) << norms << " norms";
-  EXPECT_EQ(status.error, AppendError::kNone);
-}
-
-TEST(AppendEmulated, EveryLaunchShapeMatchesTheCpu) {
-  // One call of each block shape and commit kind, on sequences that already hold tokens (pages
-  // partly filled; with a window, the call's tokens push ring tokens out to be encoded).
-  struct Case {
-    uint32_t kv, D, batch, tokens, W, want_tt;
-    bool want_fused;
-  };
-  const Case cases[] = {
-      {2, 128, 1, 1, 0, 1, true},      // Qwen2.5-3B decode step: a K and a V block, fused commit
-      {2, 128, 3, 1, 16, 1, true},     // decode steps through the fp16 window
-      {8, 128, 20, 1, 0, 4, false},    // 160 (token, head) items: 4 tokens a block, commit launch
-      {2, 128, 2, 40, 0, 16, false},   // a chunk: row-pair tasks of 4 tokens
-      {2, 128, 1, 600, 8, 64, false},  // prefill: 64 tokens a block
-      {2, 256, 1, 520, 0, 16, false},  // D = 256: shared memory caps the tile at 16
-      {1, 1024, 1, 6, 0, 1, true},     // the largest head dim
-  };
-  for (const Case& c : cases) {
-    SCOPED_TRACE("kv=" + std::to_string(c.kv) + " D=" + std::to_string(c.D) + " batch=" + std::to_string(c.batch) +
-                 " tokens=" + std::to_string(c.tokens) + " W=" + std::to_string(c.W));
-    ModelShape sh = cachetest::make_shape(1, c.kv, c.D);
-    PlanOptions o;
-    o.window_tokens = c.W;
-    const auto plan = cachetest::make_plan(sh, o, c.D + c.kv);
-    CacheConfig cfg;
-    cfg.page_size = 16, cfg.max_pages = 512, cfg.max_sequences = 32;
-    Cache a(plan, ctx(), cfg), b(plan, ctx(), cfg);
-    Emulated em(b);
-    std::vector<uint64_t> seqs;
-    for (uint32_t i = 0; i < c.batch; ++i) seqs.push_back(a.add_sequence()), b.add_sequence();
-    std::mt19937_64 rng(c.D * 7 + c.batch);
-    const uint32_t row = c.kv * c.D;
-    for (uint32_t pre : {c.W + 5, c.tokens}) {
-      const std::vector<uint32_t> n(c.batch, pre);
-      const auto k = as_dtype(values(rng, size_t(pre) * c.batch * row, row), DType::bf16);
-      const auto v = as_dtype(values(rng, size_t(pre) * c.batch * row, row), DType::bf16);
-      a.append(0, seqs.data(), n.data(), seqs.size(), k.data(), v.data(), DType::bf16);
-      const Outcome r = outcome_of([&] { em.append(0, seqs, n, k.data(), v.data(), DType::bf16); });
-      ASSERT_EQ(r.code, StatusCode::ok) << r.message;
-    }
-    EXPECT_EQ(em.last_tt, c.want_tt);
-    EXPECT_EQ(em.last_fused, c.want_fused);
-    expect_same(a, b, "after the call");
-    if (HasFatalFailure()) return;
-  }
-}
-
-TEST(AppendEmulated, RefusedCallsWriteNothing) {
-  // A bad value in the last row of a small call (fused commit) and of a large one (commit
-  // launch): the pool keeps every byte, and both backends report the same problem.
-  for (uint32_t tokens : {1u, 300u}) {
-    ModelShape sh = cachetest::make_shape(1, 2, 64);
-    PlanOptions o;
-    o.window_tokens = 4;
-    const auto plan = cachetest::make_plan(sh, o, 12);
-    CacheConfig cfg;
-    cfg.page_size = 8, cfg.max_pages = 256;
-    Cache a(plan, ctx(), cfg), b(plan, ctx(), cfg);
-    Emulated em(b);
-    std::vector<uint64_t> seqs;
-    for (int i = 0; i < 3; ++i) seqs.push_back(a.add_sequence()), b.add_sequence();
-    std::mt19937_64 rng(tokens);
-    const uint32_t row = 128;
-    std::vector<uint32_t> n = {5, 13, 9};
-    auto k = values(rng, 27 * row, row), v = values(rng, 27 * row, row);
-    a.append(0, seqs.data(), n.data(), 3, k.data(), v.data(), DType::f32);
-    em.append(0, seqs, n, k.data(), v.data(), DType::f32);
-    const std::vector<uint8_t> before(b.impl().pool.base(), b.impl().pool.base() + b.impl().pool.total_bytes());
-    n = {tokens, tokens, tokens};
-    k = values(rng, size_t(3) * tokens * row, row), v = values(rng, size_t(3) * tokens * row, row);
-    v.back() = NAN;
-    const Outcome x = outcome_of([&] { a.append(0, seqs.data(), n.data(), 3, k.data(), v.data(), DType::f32); });
-    const Outcome y = outcome_of([&] { em.append(0, seqs, n, k.data(), v.data(), DType::f32); });
-    EXPECT_EQ(x.code, StatusCode::invalid_argument) << x.message;
-    EXPECT_EQ(y.message, x.message);
-    EXPECT_EQ(em.last_fused, tokens == 1);
-    EXPECT_TRUE(std::equal(before.begin(), before.end(), b.impl().pool.base())) << tokens << " tokens";
-    expect_same(a, b, "after a refused call");
-  }
-}
-
-TEST(AppendEmulated, TheFastPathDecidesAlmostEveryCoordinate) {
-  // Bit-identity holds whatever share of coordinates takes the exact fp64 path; speed does not.
-  // On activation-like rows about 3e-4 of them should (a margin of ~7.7e-6 in units of y at
-  // d = 128), for every block shape.
-  uint64_t all = 0, exact = 0;
-  for (uint32_t tokens : {1u, 6u, 80u, 600u}) {
-    ModelShape sh = cachetest::make_shape(1, 2, 128);
-    const auto plan = cachetest::make_plan(sh, PlanOptions{}, 77);
-    CacheConfig cfg;
-    cfg.page_size = 64, cfg.max_pages = 256, cfg.max_sequences = 32;
-    Cache a(plan, ctx(), cfg), b(plan, ctx(), cfg);
-    Emulated em(b);
-    const uint32_t batch = tokens == 6 ? 30 : 1, n_tok = tokens == 6 ? 1 : tokens;  // 30 x 1 token: 4 a block
-    std::vector<uint64_t> seqs;
-    for (uint32_t i = 0; i < batch; ++i) seqs.push_back(a.add_sequence()), b.add_sequence();
-    std::mt19937_64 rng(tokens);
-    const std::vector<uint32_t> n(batch, n_tok);
-    const auto k = values(rng, size_t(batch) * n_tok * 256, 256), v = values(rng, size_t(batch) * n_tok * 256, 256);
-    host_decide_count = {};
-    a.append(0, seqs.data(), n.data(), batch, k.data(), v.data(), DType::f32);
-    em.append(0, seqs, n, k.data(), v.data(), DType::f32);
-    expect_same(a, b, "tokens " + std::to_string(tokens));
-    const DecideCount c = host_decide_count;
-    EXPECT_EQ(c.all, uint64_t(batch) * n_tok * 2 * 256) << "every coordinate decided once";
-    all += c.all, exact += c.exact;
-  }
-  std::printf("%llu of %llu coordinates took the exact path\n", (unsigned long long)exact, (unsigned long long)all);
-  EXPECT_LE(exact * 1000, all) << exact << " of " << all << " coordinates took the exact path";
+  EXPECT_EQ(error, AppendError::kNone);
 }

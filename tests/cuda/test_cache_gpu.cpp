@@ -192,63 +192,6 @@ TEST_F(GpuCache, LongSequencesCrossManyPages) {
   run(s);
 }
 
-TEST_F(GpuCache, DecodeStepsMatchTheCpu) {
-  // One token per sequence per call, as a model's decode loop appends: batch 1 and 32 at the
-  // Qwen2.5-3B and Llama-3.1-8B head shapes (a K and a V block per token; the commit inside the
-  // encode launch for the small ones, a commit launch for Llama x 32), with and without an fp16
-  // window (the token leaving it is encoded from the ring).
-  struct Case {
-    uint32_t kv, gqa, batch, window;
-  };
-  for (const Case& c : {Case{2, 8, 1, 0}, Case{2, 8, 32, 16}, Case{8, 4, 1, 16}, Case{8, 4, 32, 0}}) {
-    Spec s;
-    s.kv_heads = c.kv, s.gqa = c.gqa, s.head_dim = 128, s.page_size = 64, s.window = c.window, s.layers = 1;
-    s.seed = 100 + c.kv * 40 + c.batch + c.window;
-    SCOPED_TRACE(s.describe() + " batch=" + std::to_string(c.batch));
-    CachePair pair(plan_for(s), config_for(s, 4 * uint64_t(c.batch) + 16));
-    std::vector<uint64_t> seqs;
-    for (uint32_t i = 0; i < c.batch; ++i) seqs.push_back(pair.add());
-    std::mt19937_64 rng(s.seed);
-    const uint32_t row = c.kv * 128;
-    {
-      const std::vector<uint32_t> n(c.batch, 60);
-      const auto k = values(rng, size_t(60) * c.batch * row, row), v = values(rng, size_t(60) * c.batch * row, row);
-      ASSERT_EQ(pair.append(0, seqs, n, k, v, DType::bf16, true).second.code, StatusCode::ok);
-    }
-    const std::vector<uint32_t> one(c.batch, 1);
-    for (int step = 0; step < 12; ++step) {
-      const auto k = values(rng, size_t(c.batch) * row, row), v = values(rng, size_t(c.batch) * row, row);
-      const auto [a, b] = pair.append(0, seqs, one, k, v, DType::bf16, true);
-      ASSERT_EQ(a.code, StatusCode::ok) << a.message;
-      ASSERT_EQ(b.code, StatusCode::ok) << b.message;
-      if (step % 4 == 3) pair.expect_identical("after decode step " + std::to_string(step));
-      if (HasFatalFailure()) return;
-    }
-  }
-}
-
-TEST_F(GpuCache, PrefillTilesOfSixtyFourMatchTheCpu) {
-  // Calls of 512 and more tokens: 64 tokens per encode block, a commit launch; fp32 and bf16.
-  for (uint32_t window : {0u, 16u}) {
-    Spec s;
-    s.kv_heads = 2, s.head_dim = 128, s.page_size = 64, s.window = window, s.layers = 1, s.seed = 200 + window;
-    SCOPED_TRACE(s.describe());
-    CachePair pair(plan_for(s), config_for(s, 128));
-    const std::vector<uint64_t> seqs = {pair.add(), pair.add()};
-    std::mt19937_64 rng(s.seed);
-    const uint32_t row = 256;
-    for (DType dt : {DType::f32, DType::bf16}) {
-      const std::vector<uint32_t> n = {700, 333};
-      const auto k = values(rng, size_t(1033) * row, row), v = values(rng, size_t(1033) * row, row);
-      const auto [a, b] = pair.append(0, seqs, n, k, v, dt, dt == DType::bf16);
-      ASSERT_EQ(a.code, StatusCode::ok) << a.message;
-      ASSERT_EQ(b.code, StatusCode::ok) << b.message;
-      pair.expect_identical(std::string("after a prefill of ") + dtype_name(dt));
-      if (HasFatalFailure()) return;
-    }
-  }
-}
-
 // ---- all-or-nothing ----
 
 struct Filled {
@@ -328,36 +271,6 @@ TEST_F(GpuCache, ScaleOverflowLeavesBothCachesUnchanged) {
         for (uint32_t d = 0; d < 64; ++d) k[4 * f.row + 64 + d] = 2e5f;
       },
       StatusCode::invalid_argument, "too large for an fp16 scale", true);
-}
-
-TEST_F(GpuCache, RefusedLargeCallsLeaveBothCachesUnchanged) {
-  // Calls too large for the commit inside the encode launch: the commit launch must see the error
-  // word and write nothing (staged rows, ring rows, page tables, lengths).
-  for (int what = 0; what < 2; ++what) {
-    Filled f = filled(2, 4, 512);
-    std::mt19937_64 rng(11 + what);
-    const std::vector<uint32_t> n = {150, 120, 130};
-    auto k = values(rng, 400 * f.row, f.row), v = values(rng, 400 * f.row, f.row);
-    if (what == 0) v[399 * f.row + 64 + 63] = NAN;  // the last value of the call
-    if (what == 1) k[200 * f.row + 17] = 1e5f;      // outside fp16, which the window holds
-    const auto [a, b] = f.pair->append(0, f.seqs, n, k, v, DType::f32, what == 0);
-    EXPECT_EQ(a.code, StatusCode::invalid_argument) << a.message;
-    EXPECT_EQ(b.code, a.code) << b.message;
-    EXPECT_EQ(b.message, a.message);
-    f.pair->expect_identical("after a refused large call");
-    if (HasFatalFailure()) return;
-  }
-  // A scale overflow in a large call (no window: encoded from fp32).
-  Filled f = filled(0, 0, 512);
-  std::mt19937_64 rng(13);
-  const std::vector<uint32_t> n = {150, 120, 130};
-  auto k = values(rng, 400 * f.row, f.row), v = values(rng, 400 * f.row, f.row);
-  for (uint32_t d = 0; d < 64; ++d) k[333 * f.row + 64 + d] = 2e5f;
-  const auto [a, b] = f.pair->append(0, f.seqs, n, k, v, DType::f32, true);
-  EXPECT_EQ(a.code, StatusCode::invalid_argument) << a.message;
-  EXPECT_EQ(b.message, a.message);
-  EXPECT_NE(b.message.find("too large for an fp16 scale"), std::string::npos) << b.message;
-  f.pair->expect_identical("after a refused large call");
 }
 
 TEST_F(GpuCache, CapacityExhaustedLeavesBothCachesUnchanged) {
