@@ -84,7 +84,7 @@ Row run(const Shape& sh, uint32_t batch, uint32_t n_tokens, DType dtype, bool ex
   CacheConfig cfg;
   cfg.page_size = 64;
   cfg.max_sequences = std::max<uint32_t>(64, batch);
-  const uint64_t tokens_per_seq = 256 + uint64_t(n_tokens) * 2 * (warm + iters);  // two passes below
+  const uint64_t tokens_per_seq = 256 + uint64_t(n_tokens) * (warm + iters);
   cfg.max_pages = uint64_t(batch) * (tokens_per_seq / 64 + 2) + 16;
   Cache cache(plan, ctx, cfg);
   auto* dev = static_cast<cuda::CudaCache*>(cache.device_cache());
