@@ -196,16 +196,9 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
   const int kev = *reinterpret_cast<const int*>(prep + kFastPrepKev);
 
   // ---- Main loop: one 64-row sub-tile per warp step.
-  float acc[MD][NT][4];
-#pragma unroll
-  for (int m = 0; m < MD; ++m)
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int k = 0; k < 4; ++k) acc[m][nt][k] = 0.0f;
-  float mrun[NT][2], lrun[NT][2];
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) mrun[nt][0] = mrun[nt][1] = -INFINITY, lrun[nt][0] = lrun[nt][1] = 0.0f;
+  float acc[MD][NT][4], mrun[NT][2], lrun[NT][2];
+  zero_frags(acc);
+  softmax_init(mrun, lrun);
   int zcur = 0;
   // P of this warp: word ((ks * 8 + r) * GQP + q) = (p''[16 ks + r][q], p''[16 ks + r + 8][q]).
   uint32_t* pb = reinterpret_cast<uint32_t*>(smem + sp.off_pbuf) + warp * kSubRows * GQP;
@@ -223,25 +216,13 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
     // ---- K phase: rows 16 mt + 8 hh + g8 of this thread, logits per group.
     float s[kMt][NT][4];
     uint32_t kbit[kMt][2];
-#pragma unroll
-    for (int mt = 0; mt < kMt; ++mt) {
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int k = 0; k < 4; ++k) s[mt][nt][k] = 0.0f;
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) kbit[mt][hh] = row_off(st, 16 * mt + 8 * hh + g8, st.kc_seg, kc) * 8;
-    }
+    zero_frags(s);
+    k_row_bits(st, kc, kbit);
 #pragma unroll 1
     for (uint32_t g = 0; g < G; ++g) {
       const FastGroup gi = groups[g];
       float c[kMt][NT][4];
-#pragma unroll
-      for (int mt = 0; mt < kMt; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-          for (int k = 0; k < 4; ++k) c[mt][nt][k] = 0.0f;
+      zero_frags(c);
       // This thread's run of the group: elements [4 n t4, 4 n (t4 + 1)), four per chunk.
       const uint32_t run = gi.bit_off + 4 * gi.n_chunks * t4 * gi.bits;
       if (gi.pw > 0) {  // pair tables (warp-uniform branch)
@@ -295,18 +276,7 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
           }
         }
       }
-#pragma unroll
-      for (int mt = 0; mt < kMt; ++mt)
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          const uint32_t r = 16 * mt + 8 * hh + g8;
-          const float sc = half_bits(sub + st.off_ks + row_off(st, r, st.ks_seg, ks2) + 2 * g) * gi.f;
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt) {
-            s[mt][nt][2 * hh] = __fmaf_rn(c[mt][nt][2 * hh], sc, s[mt][nt][2 * hh]);
-            s[mt][nt][2 * hh + 1] = __fmaf_rn(c[mt][nt][2 * hh + 1], sc, s[mt][nt][2 * hh + 1]);
-          }
-        }
+      add_group_scores(s, c, sub, st, ks2, g, gi.f);
     }
 
     // ---- softmax over the warp's rows; this thread's queries are 8 nt + 2 t4 + j.
@@ -329,14 +299,8 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
       }
     }
     __syncwarp();  // P visible to the whole warp
-    const float fz = exp2i(z - zcur);
+    rescale_acc(acc, corr, exp2i(z - zcur));
     zcur = z;
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      const float f0 = corr[nt][0] * fz, f1 = corr[nt][1] * fz;
-#pragma unroll
-      for (int m = 0; m < MD; ++m) acc[m][nt][0] *= f0, acc[m][nt][1] *= f1, acc[m][nt][2] *= f0, acc[m][nt][3] *= f1;
-    }
 
     // ---- V phase: 4 k-steps of 16 rows; k slots (2 t4, 2 t4 + 1, 2 t4 + 8, 2 t4 + 9) are rows
     // 16 ks + t4 + (0, 8, 4, 12); this thread's dims are 2 MD g8 + 2 m (row g8 of m-tile m) and

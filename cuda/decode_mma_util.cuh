@@ -134,6 +134,64 @@ __device__ __forceinline__ WarpTiles start_warp_tiles(const KernelArgs& a, const
   return w;
 }
 
+// Zeroes an array of MMA accumulator fragments.
+template <int A, int B>
+__device__ __forceinline__ void zero_frags(float (&x)[A][B][4]) {
+#pragma unroll
+  for (int i = 0; i < A; ++i)
+#pragma unroll
+    for (int j = 0; j < B; ++j)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) x[i][j][k] = 0.0f;
+}
+
+// Running max -inf and running sum 0 of every query column of the thread.
+template <int NT>
+__device__ __forceinline__ void softmax_init(float (&mrun)[NT][2], float (&lrun)[NT][2]) {
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) mrun[nt][0] = mrun[nt][1] = -INFINITY, lrun[nt][0] = lrun[nt][1] = 0.0f;
+}
+
+// Stream bit of the K code row of each of the thread's rows (16 mt + 8 hh + g8) in a sub-tile.
+__device__ __forceinline__ void k_row_bits(const SubTileLayout& st, uint32_t k_code_bytes, uint32_t (&kbit)[kMt][2]) {
+  const uint32_t g8 = (threadIdx.x & 31u) >> 2;
+#pragma unroll
+  for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) kbit[mt][hh] = row_off(st, 16 * mt + 8 * hh + g8, st.kc_seg, k_code_bytes) * 8;
+}
+
+// s += c * f * (the row's fp16 scale of K group g): the end of one group's K phase.
+template <int NT>
+__device__ __forceinline__ void add_group_scores(float (&s)[kMt][NT][4], const float (&c)[kMt][NT][4],
+                                                 const uint8_t* sub, const SubTileLayout& st, uint32_t ks2, uint32_t g,
+                                                 float f) {
+  const uint32_t g8 = (threadIdx.x & 31u) >> 2;
+#pragma unroll
+  for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const uint32_t r = 16 * mt + 8 * hh + g8;
+      const float sc = half_bits(sub + st.off_ks + row_off(st, r, st.ks_seg, ks2) + 2 * g) * f;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        s[mt][nt][2 * hh] = __fmaf_rn(c[mt][nt][2 * hh], sc, s[mt][nt][2 * hh]);
+        s[mt][nt][2 * hh + 1] = __fmaf_rn(c[mt][nt][2 * hh + 1], sc, s[mt][nt][2 * hh + 1]);
+      }
+    }
+}
+
+// acc *= corr * fz per query column (the new running max and the step's power of two).
+template <int NT, int MD>
+__device__ __forceinline__ void rescale_acc(float (&acc)[MD][NT][4], const float (&corr)[NT][2], float fz) {
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const float f0 = corr[nt][0] * fz, f1 = corr[nt][1] * fz;
+#pragma unroll
+    for (int m = 0; m < MD; ++m) acc[m][nt][0] *= f0, acc[m][nt][1] *= f1, acc[m][nt][2] *= f0, acc[m][nt][3] *= f1;
+  }
+}
+
 // Online softmax of one step: masks rows past `valid`, takes the step's max over the warp's
 // rows, rescales the running sum; corr = e^(m_old - m_new) per (query tile, column).
 template <int NT>
