@@ -13,6 +13,12 @@
 
 namespace kvbits::cachetest {
 
+// The CPU context the cache tests share (two worker threads, so the parallel paths run).
+inline Context& ctx() {
+  static Context c{ContextConfig{Backend::cpu, 0, 2}};
+  return c;
+}
+
 ModelShape make_shape(uint32_t layers, uint32_t kv_heads, uint32_t head_dim, uint32_t rotary_dim = 0,
                       RopeLayout layout = RopeLayout::split_half);
 

@@ -23,6 +23,7 @@
 using namespace kvbits;
 using namespace kvbits::cuda;
 using namespace kvbits::cuda::append_body;
+using kvbits::cachetest::ctx;
 
 namespace {
 
@@ -128,10 +129,6 @@ struct Emulated {
   }
 };
 
-Context& ctx() {
-  static Context c{ContextConfig{Backend::cpu, 0, 2}};
-  return c;
-}
 
 struct Outcome {
   StatusCode code = StatusCode::ok;

@@ -14,10 +14,6 @@ using namespace kvbits::cachetest;
 
 namespace {
 
-Context& ctx() {
-  static Context c{ContextConfig{Backend::cpu, 0, 2}};
-  return c;
-}
 
 struct ErrorFixture {
   ModelShape shape = make_shape(2, 2, 16);

@@ -12,10 +12,6 @@ using namespace kvbits::cachetest;
 
 namespace {
 
-Context& ctx() {
-  static Context c{ContextConfig{Backend::cpu, 0, 2}};
-  return c;
-}
 
 CacheConfig config(uint32_t page_size, uint64_t max_pages, int64_t sink = 0, int64_t window = 0) {
   CacheConfig c;

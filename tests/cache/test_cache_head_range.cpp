@@ -17,10 +17,6 @@ using namespace kvbits::cachetest;
 
 namespace {
 
-Context& ctx() {
-  static Context c{ContextConfig{Backend::cpu, 0, 2}};
-  return c;
-}
 
 struct Scenario {
   uint32_t layers, kv_heads, group, head_dim, page_size;
