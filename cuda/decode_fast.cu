@@ -39,10 +39,6 @@ struct FastGroup {
 static_assert(sizeof(FastGroup) * kDecodeMaxGroups + 16 <= kFastPrepHeader, "prepared block header");
 static_assert(kFastPrepKev >= sizeof(FastGroup) * kDecodeMaxGroups, "prepared block header");
 
-__device__ __forceinline__ uint32_t lut_at(const uint32_t* lut, uint32_t byte_off) {
-  return *reinterpret_cast<const uint32_t*>(reinterpret_cast<const uint8_t*>(lut) + byte_off);
-}
-
 __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
   return uint32_t(__half_as_ushort(__float2half_rn(lo))) | (uint32_t(__half_as_ushort(__float2half_rn(hi))) << 16);
 }
@@ -150,6 +146,14 @@ __global__ void __launch_bounds__(kCtaThreads) decode_fast_prep_kernel(KernelArg
   }
 }
 
+// This thread's K B operands of virtual chunk v for each 8-query tile (the prep block's layout).
+template <int NT>
+__device__ __forceinline__ void load_k_operands(const uint32_t* qb, uint32_t v, uint2 (&b)[NT]) {
+  const uint32_t lane = threadIdx.x & 31u, g8 = lane >> 2, t4 = lane & 3u;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) b[nt] = *reinterpret_cast<const uint2*>(qb + ((v * NT + nt) * 8 + g8) * 8 + 2 * t4);
+}
+
 template <int NT, int MD>
 __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) decode_fast_kernel(KernelArgs a) {
   constexpr uint32_t GQP = 8 * NT;
@@ -240,15 +244,13 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
           const uint32_t sh0 = cw * 4 * gi.bits, sh1 = sh0 + 2 * gi.bits;
           ++cw;
           uint2 b[NT];
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt)
-            b[nt] = *reinterpret_cast<const uint2*>(qb + (((gi.v0 + cc) * NT + nt) * 8 + g8) * 8 + 2 * t4);
+          load_k_operands<NT>(qb, gi.v0 + cc, b);
 #pragma unroll
           for (int mt = 0; mt < kMt; ++mt) {
-            const uint32_t a0 = lut_at(lut, ((win[mt][0] >> sh0) & gi.mask) | gi.lut_off);
-            const uint32_t a1 = lut_at(lut, ((win[mt][1] >> sh0) & gi.mask) | gi.lut_off);
-            const uint32_t a2 = lut_at(lut, ((win[mt][0] >> sh1) & gi.mask) | gi.lut_off);
-            const uint32_t a3 = lut_at(lut, ((win[mt][1] >> sh1) & gi.mask) | gi.lut_off);
+            const uint32_t a0 = lut_word(lut, ((win[mt][0] >> sh0) & gi.mask) | gi.lut_off);
+            const uint32_t a1 = lut_word(lut, ((win[mt][1] >> sh0) & gi.mask) | gi.lut_off);
+            const uint32_t a2 = lut_word(lut, ((win[mt][0] >> sh1) & gi.mask) | gi.lut_off);
+            const uint32_t a3 = lut_word(lut, ((win[mt][1] >> sh1) & gi.mask) | gi.lut_off);
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) mma16816(c[mt][nt], a0, a1, a2, a3, b[nt].x, b[nt].y);
           }
@@ -257,9 +259,7 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
 #pragma unroll 1
         for (uint32_t cc = 0; cc < gi.n_chunks; ++cc) {
           uint2 b[NT];
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt)
-            b[nt] = *reinterpret_cast<const uint2*>(qb + (((gi.v0 + cc) * NT + nt) * 8 + g8) * 8 + 2 * t4);
+          load_k_operands<NT>(qb, gi.v0 + cc, b);
 #pragma unroll
           for (int mt = 0; mt < kMt; ++mt) {
             uint32_t r[2][2];
@@ -268,8 +268,8 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
 #pragma unroll
               for (int j = 0; j < 2; ++j) {
                 const uint32_t w = bits32(words, kbit[mt][hh] + run + (4 * cc + 2 * j) * gi.bits);
-                r[hh][j] = lows(lut_at(lut, (w & gi.mask) | gi.lut_off),
-                                lut_at(lut, ((w >> gi.bits) & gi.mask) | gi.lut_off));
+                r[hh][j] = lows(lut_word(lut, (w & gi.mask) | gi.lut_off),
+                                lut_word(lut, ((w >> gi.bits) & gi.mask) | gi.lut_off));
               }
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) mma16816(c[mt][nt], r[0][0], r[1][0], r[0][1], r[1][1], b[nt].x, b[nt].y);
@@ -332,7 +332,7 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
         ++cw;
         uint32_t x[4];
 #pragma unroll
-        for (int k = 0; k < 4; ++k) x[k] = lut_at(lut, ((w[k] >> sh) & vmask) | vlut);
+        for (int k = 0; k < 4; ++k) x[k] = lut_word(lut, ((w[k] >> sh) & vmask) | vlut);
         const uint32_t a0 = lows(x[0], x[1]), a1 = highs(x[0], x[1]);
         const uint32_t a2 = lows(x[2], x[3]), a3 = highs(x[2], x[3]);
 #pragma unroll

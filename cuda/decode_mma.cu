@@ -55,10 +55,6 @@ __device__ __forceinline__ uint32_t lut_offset(const DecodeHead& hd, uint32_t bi
 }
 
 
-__device__ __forceinline__ uint32_t lut_word(const uint32_t* lut, uint32_t byte_off) {
-  return *reinterpret_cast<const uint32_t*>(reinterpret_cast<const uint8_t*>(lut) + byte_off);
-}
-
 template <int NT, int MD>
 __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) decode_mma_kernel(KernelArgs a) {
   constexpr uint32_t GQP = 8 * NT;

@@ -134,6 +134,11 @@ __device__ __forceinline__ WarpTiles start_warp_tiles(const KernelArgs& a, const
   return w;
 }
 
+// The table word at byte offset byte_off (a pre-shifted code | its table's offset).
+__device__ __forceinline__ uint32_t lut_word(const uint32_t* lut, uint32_t byte_off) {
+  return *reinterpret_cast<const uint32_t*>(reinterpret_cast<const uint8_t*>(lut) + byte_off);
+}
+
 // Zeroes an array of MMA accumulator fragments.
 template <int A, int B>
 __device__ __forceinline__ void zero_frags(float (&x)[A][B][4]) {

@@ -94,6 +94,8 @@ class CudaCache final : public cache_detail::DeviceCache {
   void flush_deferred(CudaContext::Call& call);
   // Error(unsupported) naming `what` while the call's stream is being captured.
   static void refuse_capture(const CudaContext::Call& call, const char* what);
+  // A synchronous copy of n bytes between host and/or device memory (a transfer's header).
+  void copy_header(void* dst, const void* src, size_t n, void* stream, const char* op) const;
 
   DeviceRestore restore_;
   Cache::Impl& m_;

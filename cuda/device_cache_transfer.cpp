@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "cache/seq_transfer_format.hpp"
@@ -71,20 +72,21 @@ void CudaCache::import_payload(const TransferList& list, const uint8_t* payload,
   call.sync();
 }
 
-void CudaCache::write_buffer(void* buf, const void* host, size_t n, void* stream) const {
+void CudaCache::copy_header(void* dst, const void* src, size_t n, void* stream, const char* op) const {
   if (n == 0) return;
   CudaContext::Call call(ctx_, stream);
-  refuse_capture(call, "export");
-  check_cuda(cudaMemcpyAsync(buf, host, n, cudaMemcpyDefault, call.stream()), "export: cudaMemcpyAsync(header)");
+  refuse_capture(call, op);
+  check_cuda(cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, call.stream()),
+             (std::string(op) + ": cudaMemcpyAsync(header)").c_str());
   call.sync();
 }
 
+void CudaCache::write_buffer(void* buf, const void* host, size_t n, void* stream) const {
+  copy_header(buf, host, n, stream, "export");
+}
+
 void CudaCache::read_buffer(void* host, const void* buf, size_t n, void* stream) const {
-  if (n == 0) return;
-  CudaContext::Call call(ctx_, stream);
-  refuse_capture(call, "import");
-  check_cuda(cudaMemcpyAsync(host, buf, n, cudaMemcpyDefault, call.stream()), "import: cudaMemcpyAsync(header)");
-  call.sync();
+  copy_header(host, buf, n, stream, "import");
 }
 
 uint64_t CudaCache::buffer_checksum(const uint8_t* buf, size_t n, void* stream) const {
