@@ -11,7 +11,7 @@
 // evicts L2 (50 MB on an H100), so each replay reads the cache from HBM as a real layer does.
 // Median of 50 replays after 10 warm-ups, CUDA events. The copy reference is a 1 GiB
 // device-to-device cudaMemcpy in the same process (bytes read + written).
-// Usage: bench_decode_gpu [--quick | --full]
+// Usage: bench_decode_gpu [--quick | --full | --case SHAPE LAYOUT CONTEXT BATCH ...]
 //   --quick (default, ~2 min on an H100): K3V3 at 4K-128K x batch 1/8/32 for the three shapes,
 //           K2V2/K4V4/uniform K3V3 at 128K x 1, and 512K / 1M at batch 1
 //   --full: every shape x layout x context (4K..1M) x batch (1, 8, 32) that fits in memory
@@ -247,15 +247,21 @@ int main(int argc, char** argv) {
   const LayoutSpec layouts[] = {{"K2V2 GTQ", 2, false}, k3, {"K4V4 GTQ", 4, false}, {"K3V3 uniform", 3, true}};
   const uint32_t K = 1024;
   std::vector<Result> res;
-  // --case SHAPE LAYOUT CONTEXT BATCH (indices into the tables above; for profilers): one row.
-  if (argc == 6 && std::strcmp(argv[1], "--case") == 0) {
-    const int si = std::atoi(argv[2]), li = std::atoi(argv[3]);
+  // --case SHAPE LAYOUT CONTEXT BATCH (indices into the tables above; for profilers): one row
+  // each, repeatable.
+  for (int i = 1; i < argc; i += 5) {
+    if (std::strcmp(argv[i], "--case") != 0) break;
+    if (i + 4 >= argc) {
+      std::fprintf(stderr, "--case takes SHAPE LAYOUT CONTEXT BATCH\n");
+      return 2;
+    }
+    const int si = std::atoi(argv[i + 1]), li = std::atoi(argv[i + 2]);
     if (si < 0 || si > 2 || li < 0 || li > 3) {
       std::fprintf(stderr, "--case: shape index 0..2, layout index 0..3\n");
       return 2;
     }
-    res.push_back(run(shapes[si], layouts[li], uint32_t(std::atoi(argv[4])), uint32_t(std::atoi(argv[5])), flush,
-                      flush_bytes));
+    res.push_back(run(shapes[si], layouts[li], uint32_t(std::atoi(argv[i + 3])), uint32_t(std::atoi(argv[i + 4])),
+                      flush, flush_bytes));
   }
   for (const Shape& sh : shapes) {
     if (!res.empty()) break;

@@ -15,7 +15,7 @@ each reads (fp16 K/V; the packed pages), and the relative error of kvbits' outpu
 
 Usage (on a GPU machine, the library built with CUDA):
     KVBITS_LIBRARY=path/to/libkvbits.so PYTHONPATH=bindings/python \\
-        python3 bench/sdpa_side_by_side.py [--quick] [--iters N] [--json FILE]
+        python3 bench/sdpa_side_by_side.py [--quick] [--iters N] [--json FILE] [--kernels]
 """
 import argparse
 import json
@@ -95,7 +95,29 @@ def time_calls(fn, iters, flush):
     return statistics.median(times)
 
 
-def run_case(shape, batch, ctx_len, bits, iters, flush, ctx, plans, graphs):
+def kernel_times(fn, iters, flush):
+    """Mean device µs per call of each CUDA kernel fn launches (torch.profiler / CUPTI; the L2
+    flush's own kernel is left out): where a call's time goes, kernel by kernel."""
+    from torch.profiler import ProfilerActivity, profile
+    for _ in range(3):
+        fn()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for i in range(iters):
+            flush.fill_(i & 0xFF)
+            fn()
+        torch.cuda.synchronize()
+    rows = []
+    for ev in prof.key_averages():
+        total = getattr(ev, "device_time_total", None)
+        if total is None:
+            total = ev.cuda_time_total
+        if total <= 0 or "fill" in ev.key or "elementwise" in ev.key.lower() or ev.key.startswith("cuda"):
+            continue
+        rows.append((ev.key, total / iters, ev.count / iters))
+    return sorted(rows, key=lambda r: -r[1])
+
+
+def run_case(shape, batch, ctx_len, bits, iters, flush, ctx, plans, graphs, kernels=False):
     n_q, n_kv, d = SHAPES[shape]
     if (shape, bits) not in plans:
         plans[(shape, bits)] = calibrate(shape, bits)
@@ -141,6 +163,10 @@ def run_case(shape, batch, ctx_len, bits, iters, flush, ctx, plans, graphs):
         if graphs:
             t_sdpa = time_calls(as_graph(sdpa), iters, flush)
             t_kv = time_calls(as_graph(kv_decode), iters, flush)
+        if kernels:
+            fn = as_graph(kv_decode) if graphs else kv_decode
+            for name, us, n in kernel_times(fn, iters, flush):
+                print(f"    kernel {us:8.1f} µs/call  x{n:.0f}  {name[:110]}")
         torch.cuda.synchronize()
         r = ref.squeeze(2).float()
         rel = ((out - r).norm() / r.norm()).item()
@@ -158,6 +184,8 @@ def main():
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--no-graphs", action="store_true",
                     help="time eager calls only (host dispatch overhead included on both sides)")
+    ap.add_argument("--kernels", action="store_true",
+                    help="also print kvbits' device time per kernel (torch.profiler) for each row")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         print("sdpa_side_by_side: no CUDA device; nothing to compare", file=sys.stderr)
@@ -176,7 +204,7 @@ def main():
                 print(f"{shape:<13}{batch:>6}{ctx_len:>9}{bits:>5}  skipped: needs {need >> 30} GiB of fp16 tensors")
                 continue
             t0 = time.time()
-            row = run_case(shape, batch, ctx_len, bits, a.iters, flush, ctx, plans, not a.no_graphs)
+            row = run_case(shape, batch, ctx_len, bits, a.iters, flush, ctx, plans, not a.no_graphs, a.kernels)
             rows.append(row)
             print(f"{shape:<13}{batch:>6}{ctx_len:>9}{bits:>5}{row['sdpa_us']:>10.1f}{row['kvbits_us']:>11.1f}"
                   f"{row['ratio']:>11.2f}x{row['kvbits_gbps']:>12.0f}{row['rel_err']:>9.3f}"

@@ -68,13 +68,22 @@ bool fast_serves(const DecodeParams& p, uint32_t D, uint32_t gqa) {
   return true;
 }
 
+// The V width shared by every head of the layer when it is 2..4 bits (the fast kernel has a
+// variant compiled for each), else 0.
+uint32_t fixed_v_bits(const DecodeParams& p) {
+  const uint32_t vb = p.n_kv_heads > 0 ? p.heads_host[0].v_bits : 0;
+  for (uint32_t h = 1; h < p.n_kv_heads; ++h)
+    if (p.heads_host[h].v_bits != vb) return 0;
+  return vb >= 2 && vb <= 4 ? vb : 0;
+}
+
 const char* variant_name(uint32_t v) { return v == kDecodeVariantFast ? "fast" : "tensor-core"; }
 
 // What decode_attention launches; everything here depends only on the shape fields, the head
 // layouts, max_len, splits, variant and the device.
 struct LaunchPlan {
   uint32_t variant = 0;  // 0: fp16 layer, else kDecodeVariantScalar / Mma / Fast
-  uint32_t gq = 1, nt = 1, md = 0;
+  uint32_t gq = 1, nt = 1, md = 0, vb = 0;  // vb: the fast kernel's compile-time V width (0: per head)
   uint32_t packed_splits = 1, fp16_splits = 0, fp16_chunk = 0;
   uint32_t smem = 0, stage_stride = 0, stages = 0, mma_chunks = 0, lut_words = 0;
   bool pdl = false;  // programmatic dependent launch (sm_90+)
@@ -161,8 +170,9 @@ LaunchPlan plan_launch(const DecodeParams& p) {
       lp.lut_words = fast ? lut_words : 0;
       lp.stage_stride = mma_stride;
       lp.smem = fast ? fast_smem : mma_smem;
-      const int per_sm =
-          std::max(1, fast ? fast_ctas_per_sm(lp.nt, lp.md, lp.smem) : mma_ctas_per_sm(lp.nt, lp.md, lp.smem));
+      if (fast) lp.vb = fixed_v_bits(p);
+      const int per_sm = std::max(
+          1, fast ? fast_ctas_per_sm(lp.nt, lp.md, lp.vb, lp.smem) : mma_ctas_per_sm(lp.nt, lp.md, lp.smem));
       lp.packed_splits = split_count(p, uint64_t(per_sm) * dev.sms, kMmaUnitRows, false);
     } else {
       uint32_t stages = 3;
@@ -329,13 +339,17 @@ void decode_attention(const DecodeParams& p, void* stream_ptr) {
   a.ws_prep = reinterpret_cast<uint32_t*>(ws + wl.prep);
   a.prep_words = lp.variant == kDecodeVariantFast ? fast_prep_words(lp.mma_chunks, lp.nt) : 0;
   a.pdl = lp.pdl ? 1u : 0u;
+  // The fast kernel starts early (its first sub-tile loads overlap the prep launch) only when the
+  // prep grid is small: many early blocks land unevenly on the SMs (measured 25 % slower at
+  // Llama-3.1-8B 32 x 32K).
+  a.pdl_decode = lp.pdl && lp.variant == kDecodeVariantFast && uint64_t(p.n_seqs + 1) * p.n_kv_heads <= 16 ? 1u : 0u;
 
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   if (lp.variant == 0) launch_decode_fp16_layer(a, lp.gq, p.n_kv_heads, p.n_seqs, lp.smem, stream);
   else if (lp.variant == kDecodeVariantMma) launch_decode_mma(a, lp.nt, lp.md, p.n_kv_heads, p.n_seqs, lp.smem, stream);
   else if (lp.variant == kDecodeVariantFast) {
     launch_decode_fast_prep(a, lp.nt, p.n_kv_heads, p.n_seqs, stream);
-    launch_decode_fast(a, lp.nt, lp.md, p.n_kv_heads, p.n_seqs, lp.smem, stream);
+    launch_decode_fast(a, lp.nt, lp.md, lp.vb, p.n_kv_heads, p.n_seqs, lp.smem, stream);
   }
   else launch_decode_scalar(a, lp.gq, p.n_kv_heads, p.n_seqs, lp.smem, stream);
   launch_merge(a, p.n_seqs, stream);

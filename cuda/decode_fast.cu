@@ -16,6 +16,7 @@
 //            byte permutes of two tokens' pairs give (v[t][d], v[t'][d]), (v[t][d+1], v[t'][d+1]).
 // Scales, the softmax scale and the powers of two stay in fp32 outside the MMAs.
 #include <string>
+#include <type_traits>
 
 #include "cuda/decode_mma_util.cuh"
 #include "cuda/decode_plain.cuh"
@@ -55,85 +56,178 @@ __device__ __forceinline__ uint32_t highs(uint32_t x, uint32_t y) { return __byt
 // qb[((v * NT + nt) * 8 + i) * 8 + 2 t + w] = query 8 nt + i, lane t, register w of virtual chunk
 // v: elements e, e + 1 of the chunk's group with e = 4 n t + 4 (v - v0) + 2 w (the thread's run
 // of 4 n slots, four per chunk), zero past the group's dims (dims are even).
-template <int NT>
-__global__ void __launch_bounds__(kCtaThreads) decode_fast_prep_kernel(KernelArgs a) {
-  constexpr uint32_t GQP = 8 * NT;
+constexpr uint32_t kPrepThreads = 512;  // 2..8 threads per slot: short dependent chains
+
+template <int NT, int MD>
+__global__ void __launch_bounds__(kPrepThreads) decode_fast_prep_kernel(KernelArgs a) {
+  constexpr uint32_t GQP = 8 * NT, TPS = kPrepThreads / (16 * MD), QPT = GQP / TPS;  // threads per slot, queries per thread
+  static_assert(TPS >= 1 && QPT >= 1 && GQP % TPS == 0, "prep thread layout");
   extern __shared__ __align__(16) uint8_t smem[];  // q staging [D][GQP], q' [GQP][D]
   __shared__ __align__(16) uint32_t hd_words[kHeadWords];
   __shared__ FastGroup groups[kDecodeMaxGroups];
   __shared__ float table_max[kDecodeMaxGroups + 1];
+  __shared__ float cent[kDecodeMaxCentroids];
+  __shared__ uint16_t slot_dim[kDecodeMaxHeadDim];
+  __shared__ uint32_t gmax_bits[kDecodeMaxGroups];  // per K group: max |q'| as float bits
   const DecodeHead& hd = *reinterpret_cast<const DecodeHead*>(hd_words);
   // Blocks x >= n_kv (in row y = 0) build the tables of head x - n_kv, beside the blocks that
-  // rotate the queries: the two latency chains run side by side.
+  // rotate the queries: the two latency chains run side by side. Each is kept to three global
+  // round trips: the head; then its centroids, the queries and the rotation rows all at once.
   const bool tables = blockIdx.x >= a.n_kv;
   if (tables && blockIdx.y != 0) return;
   const uint32_t h = tables ? blockIdx.x - a.n_kv : blockIdx.x, seq = blockIdx.y;
   const uint32_t tid = threadIdx.x, lane = tid & 31u, warp = tid >> 5;
+  pdl_trigger();  // the decode launch may start (it waits for this launch before reading its output)
   load_head(hd_words, a.heads + h);
   __syncthreads();
-  const uint32_t D = a.D, G = hd.n_k_groups;
+  const uint32_t D = a.D, G = hd.n_k_groups, dshift = uint32_t(__ffs(int(D))) - 1u;  // D: 64, 128 or 256
+  const uint32_t sl0 = tid & (D - 1u), part = tid >> dshift;  // slot, and which of its TPS threads
+  for (uint32_t k = tid; k < hd.n_centroids; k += kPrepThreads) cent[k] = a.centroids[hd.centroid_base + k];
+  if (tid < kDecodeMaxGroups) gmax_bits[tid] = 0u;
+  float* stage = reinterpret_cast<float*>(smem);  // [D][GQP]: hp-ordered raw queries
+  float* qrot = stage + D * GQP;                   // [GQP][D]; first the raw queries [GQP][D]
+  // This thread's slot sl0: its group and the first 32 elements of its R_g row, requested
+  // before the barrier (Block-GTQ rows are short; longer rows continue below).
+  const bool rotate = !tables && a.q != nullptr;
+  uint32_t g0 = 0, roff0 = 0;
+  float2 r0[16];
+  if (rotate) {
+    // The raw queries in their own order (no wait on the slot map), permuted after the barrier.
+    const size_t row0 = size_t(seq) * a.n_q + size_t(h) * a.gqa;
+    for (uint32_t idx = tid; idx < D * GQP; idx += kPrepThreads)
+      qrot[idx] = (idx >> dshift) < a.gqa ? load_q(a.q, a.q_dtype, row0 * D + idx) : 0.0f;
+    for (uint32_t k = tid; k < D; k += kPrepThreads) slot_dim[k] = hd.k_slot_dim[k];
+    while (g0 + 1 < G && sl0 >= hd.k_groups[g0 + 1].first_slot) roff0 += hd.k_groups[g0].dims * hd.k_groups[g0].dims, ++g0;
+    const uint32_t d = hd.k_groups[g0].dims;
+    const float2* R = reinterpret_cast<const float2*>(hd.k_rotation + roff0 + size_t(sl0 - hd.k_groups[g0].first_slot) * d);
+#pragma unroll
+    for (uint32_t u = 0; u < 16; ++u) r0[u] = 2 * u < d ? R[u] : make_float2(0.0f, 0.0f);
+  } else if (!tables) {  // pre-rotated queries (q_rot)
+    for (uint32_t idx = tid; idx < D * GQP; idx += kPrepThreads) {
+      const uint32_t i = idx >> dshift, sl = idx & (D - 1u);
+      qrot[i * D + sl] = i < a.gqa ? a.q_rot[(size_t(seq) * a.n_q + size_t(h) * a.gqa + i) * D + sl] : 0.0f;
+    }
+  }
+  __syncthreads();
+  if (rotate) {
+    for (uint32_t idx = tid; idx < D * GQP; idx += kPrepThreads) {
+      const uint32_t i = idx >> dshift, sl = idx & (D - 1u);
+      stage[sl * GQP + i] = qrot[i * D + slot_dim[sl]];
+    }
+  }
   // The largest |centroid| of every table (K group tb, or V for tb == G): warp w takes tables
-  // w, w + 4, ...; each table is scaled by its own power of two.
-  for (uint32_t tb = warp; tb <= G; tb += kMmaWarps) {
+  // w, w + 16, ...; each table is scaled by its own power of two.
+  for (uint32_t tb = warp; tb <= G; tb += kPrepThreads / 32) {
     const uint32_t nc = 1u << fast_table_bits(hd, tb);
-    const float* cent =
-        a.centroids + hd.centroid_base + (tb < G ? hd.k_groups[tb].centroid_offset : hd.v_centroid_offset);
+    const float* c = cent + (tb < G ? hd.k_groups[tb].centroid_offset : hd.v_centroid_offset);
     float mc = 0.0f;
-    for (uint32_t k = lane; k < nc; k += 32) mc = fmaxf(mc, fabsf(cent[k]));
+    for (uint32_t k = lane; k < nc; k += 32) mc = fmaxf(mc, fabsf(c[k]));
     mc = warp_max(mc);
     if (lane == 0) table_max[tb] = mc;
   }
   if (tables) {
+    // Every word of every table in one flat loop (tables sorted by size, largest first: see
+    // fast_lut_offset), so that no thread walks the tables one after another.
+    __shared__ uint32_t t_off[kDecodeMaxGroups + 2];
+    __shared__ float t_scale[kDecodeMaxGroups + 1];
+    __syncthreads();  // table_max
+    if (tid <= G) {
+      t_off[tid] = fast_lut_offset(hd, tid);
+      t_scale[tid] = exp2i(prescale(table_max[tid]));
+    }
     __syncthreads();
-    for (uint32_t tb = 0; tb <= G; ++tb) {
-      const uint32_t bits = fast_table_bits(hd, tb), nc = 1u << bits;
-      const float* cent =
-          a.centroids + hd.centroid_base + (tb < G ? hd.k_groups[tb].centroid_offset : hd.v_centroid_offset);
-      const float f = exp2i(prescale(table_max[tb]));
-      uint32_t* t = a.ws_lut + size_t(h) * a.lut_words + fast_lut_offset(hd, tb);
-      if (bits <= kFastPairMaxBits) {
-        for (uint32_t k = tid; k < nc * nc; k += kCtaThreads)
-          t[k] = pack_half2(cent[k & (nc - 1)] * f, cent[k >> bits] * f);
-      } else {
-        for (uint32_t k = tid; k < nc; k += kCtaThreads) t[k] = pack_half2(cent[k] * f, 0.0f);
+    const uint32_t total = fast_lut_words(hd);
+    for (uint32_t k = tid; k < total; k += kPrepThreads) {
+      uint32_t tb = 0;  // the table holding word k (none: the zero padding to 4 words)
+      bool found = false;
+      for (uint32_t u = 0; u <= G; ++u) {
+        const uint32_t n = fast_table_words(fast_table_bits(hd, u));
+        if (k >= t_off[u] && k < t_off[u] + n) tb = u, found = true;
       }
+      uint32_t w = 0u;
+      if (found) {
+        const uint32_t bits = fast_table_bits(hd, tb), nc = 1u << bits, e = k - t_off[tb];
+        const float* c = cent + (tb < G ? hd.k_groups[tb].centroid_offset : hd.v_centroid_offset);
+        const float f = t_scale[tb];
+        w = bits <= kFastPairMaxBits ? pack_half2(c[e & (nc - 1)] * f, c[e >> bits] * f) : pack_half2(c[e] * f, 0.0f);
+      }
+      a.ws_lut[size_t(h) * a.lut_words + k] = w;
     }
     return;
   }
-  float* qrot = reinterpret_cast<float*>(smem) + D * GQP;
-  rotated_queries<GQP>(a, hd, seq, h, reinterpret_cast<float*>(smem), qrot, 1, D);  // publishes table_max
-  uint32_t* out = a.ws_prep + (size_t(seq) * a.n_kv + h) * a.prep_words;
-  for (uint32_t g = warp; g < G; g += kMmaWarps) {
-    const DecodeGroup& gr = hd.k_groups[g];
-    float mq = 0.0f;
-    for (uint32_t k = lane; k < GQP * gr.dims; k += 32)
-      mq = fmaxf(mq, fabsf(qrot[(k / gr.dims) * D + gr.first_slot + k % gr.dims]));
-    mq = warp_max(mq);
-    if (lane == 0) {
-      const bool pair = gr.bits <= kFastPairMaxBits;
-      FastGroup m;
-      m.bits = gr.bits;
-      m.mask = ((1u << (pair ? 2 * gr.bits : gr.bits)) - 1u) << 2;
-      m.lut_off = fast_lut_offset(hd, g) * 4;
-      m.n_chunks = (gr.dims + 15) / 16;
-      m.v0 = 0;
-      for (uint32_t q = 0; q < g; ++q) m.v0 += (hd.k_groups[q].dims + 15) / 16;
-      m.bit_off = gr.byte_offset * 8 + kMmaSubPad * 8 - 2;
-      m.pw = pair ? 30 / (4 * gr.bits) : 0;
-      m.first = gr.first_slot;
-      m.dims = gr.dims;
-      m.qf = exp2i(prescale(mq));
-      m.f = a.scale * exp2i(-(prescale(table_max[g]) + prescale(mq)));
-      groups[g] = m;
+  __syncthreads();  // stage complete; the raw queries are no longer read
+  if (rotate) {
+    // q'_i[sl] = R_g[sl - first] . q_i[first ..] over the slot's group: the slot's threads take
+    // queries i = part, part + TPS, ...; per query the same order of fp32 FMAs as
+    // rotated_queries (the fp32-grade kernel's prologue).
+    {  // one slot per thread: kPrepThreads >= D
+      const uint32_t sl = sl0;
+      const uint32_t first = hd.k_groups[g0].first_slot, d = hd.k_groups[g0].dims;
+      const float2* R = reinterpret_cast<const float2*>(hd.k_rotation + roff0 + size_t(sl - first) * d);
+      float acc[QPT];
+#pragma unroll
+      for (uint32_t qi = 0; qi < QPT; ++qi) acc[qi] = 0.0f;
+      for (uint32_t j0 = 0; j0 < d; j0 += 32) {
+        float2 r[16];
+#pragma unroll
+        for (uint32_t u = 0; u < 16; ++u) r[u] = j0 == 0 ? r0[u] : (j0 + 2 * u < d ? R[j0 / 2 + u] : make_float2(0.0f, 0.0f));
+#pragma unroll
+        for (uint32_t u = 0; u < 16; ++u) {
+          if (j0 + 2 * u >= d) break;
+          const float* q0 = stage + (first + j0 + 2 * u) * GQP;
+#pragma unroll
+          for (uint32_t qi = 0; qi < QPT; ++qi) {
+            const uint32_t i = part + qi * TPS;
+            acc[qi] = __fmaf_rn(r[u].y, q0[GQP + i], __fmaf_rn(r[u].x, q0[i], acc[qi]));
+          }
+        }
+      }
+      float m = 0.0f;
+#pragma unroll
+      for (uint32_t qi = 0; qi < QPT; ++qi) qrot[(part + qi * TPS) * D + sl] = acc[qi], m = fmaxf(m, fabsf(acc[qi]));
+      atomicMax(&gmax_bits[g0], __float_as_uint(m));  // non-negative floats order as their bits
     }
   }
+  if (!rotate) {  // pre-rotated queries: the group maxima from q' itself
+    for (uint32_t g = warp; g < G; g += kPrepThreads / 32) {
+      const DecodeGroup& gr = hd.k_groups[g];
+      float mq = 0.0f;
+      for (uint32_t i = 0; i < GQP; ++i)
+        for (uint32_t j = lane; j < gr.dims; j += 32) mq = fmaxf(mq, fabsf(qrot[i * D + gr.first_slot + j]));
+      mq = warp_max(mq);
+      if (lane == 0) gmax_bits[g] = __float_as_uint(mq);
+    }
+  }
+  __syncthreads();  // q', the group maxima and table_max published
+  uint32_t* out = a.ws_prep + (size_t(seq) * a.n_kv + h) * a.prep_words;
+  if (tid < G) {  // one thread per group descriptor
+    const uint32_t g = tid;
+    const DecodeGroup& gr = hd.k_groups[g];
+    const float mq = __uint_as_float(gmax_bits[g]);
+    const bool pair = gr.bits <= kFastPairMaxBits;
+    FastGroup m;
+    m.bits = gr.bits;
+    m.mask = ((1u << (pair ? 2 * gr.bits : gr.bits)) - 1u) << 2;
+    m.lut_off = fast_lut_offset(hd, g) * 4;
+    m.n_chunks = (gr.dims + 15) / 16;
+    m.v0 = 0;
+    for (uint32_t q = 0; q < g; ++q) m.v0 += (hd.k_groups[q].dims + 15) / 16;
+    m.bit_off = gr.byte_offset * 8 + kMmaSubPad * 8 - 2;
+    m.pw = !pair ? 0u : gr.bits == 1 ? 7u : gr.bits == 2 ? 3u : gr.bits == 3 ? 2u : 1u;  // floor(30 / 4b)
+    m.first = gr.first_slot;
+    m.dims = gr.dims;
+    m.qf = exp2i(prescale(mq));
+    // Logits in log2 units (the kernel's softmax uses exp2): softmax scale * log2(e).
+    m.f = a.scale * 1.44269504088896341f * exp2i(-(prescale(table_max[g]) + prescale(mq)));
+    groups[g] = m;
+  }
   __syncthreads();
-  for (uint32_t k = tid; k < G * sizeof(FastGroup) / 4; k += kCtaThreads) out[k] = reinterpret_cast<const uint32_t*>(groups)[k];
+  for (uint32_t k = tid; k < G * sizeof(FastGroup) / 4; k += kPrepThreads) out[k] = reinterpret_cast<const uint32_t*>(groups)[k];
   if (tid == 0) out[kFastPrepKev / 4] = uint32_t(prescale(table_max[G]));
   uint32_t* qb = out + kFastPrepHeader / 4;
   const uint32_t n_v = fast_chunks(hd);
-  for (uint32_t idx = tid; idx < n_v * NT * 64; idx += kCtaThreads) {
-    const uint32_t v = idx / (NT * 64), q = (idx / 8) % GQP, w = idx % 8;
+  for (uint32_t idx = tid; idx < n_v * NT * 64; idx += kPrepThreads) {
+    const uint32_t v = idx / (NT * 64), q = (idx >> 3) & (GQP - 1), w = idx & 7u;
     uint32_t g = 0;
     while (g + 1 < G && v >= groups[g + 1].v0) ++g;
     const FastGroup& gi = groups[g];
@@ -154,7 +248,67 @@ __device__ __forceinline__ void load_k_operands(const uint32_t* qb, uint32_t v, 
   for (int nt = 0; nt < NT; ++nt) b[nt] = *reinterpret_cast<const uint2*>(qb + ((v * NT + nt) * 8 + g8) * 8 + 2 * t4);
 }
 
-template <int NT, int MD>
+// ---- V phase with a compile-time V width VB (the launcher picks it when every head of the layer
+// has the same V width, 2..4 bits, at D = 64 or 128; VB = 0 reads it at run time). A thread's
+// codes of one V row are 2 MD consecutive codes (2 MD VB bits, dims 2 MD g8 ...); rows start on
+// 8 bytes (v_code_bytes = 2 MD VB), so where they start inside a 32-bit word depends on g8 alone.
+template <int MD, int VB>
+struct VRun {
+  static constexpr uint32_t kBits = 2u * MD * VB;
+  __host__ __device__ static constexpr uint32_t max_shift() {
+    uint32_t m = 0;
+    for (uint32_t g = 0; g < 8; ++g) m = ((kBits * g) & 31u) > m ? ((kBits * g) & 31u) : m;
+    return m;
+  }
+  static constexpr uint32_t kShift = max_shift();                  // largest start inside a word
+  static constexpr uint32_t kWords = (kShift + kBits + 31) / 32;  // aligned words read
+  static constexpr uint32_t kU = (kBits + 31) / 32;                    // words of the run
+};
+
+// The run of codes starting at stream bit `bit`, as kU words (bit 0 = the first code's bit 0).
+template <int MD, int VB>
+__device__ __forceinline__ void load_v_run(const uint32_t* words, uint32_t bit, uint32_t (&u)[VRun<MD, VB>::kU]) {
+  using R = VRun<MD, VB>;
+  uint32_t w[R::kWords + 1];
+  const uint32_t* p = words + (bit >> 5);
+#pragma unroll
+  for (uint32_t j = 0; j < R::kWords; ++j) w[j] = p[j];
+  w[R::kWords] = 0u;
+#pragma unroll
+  for (uint32_t i = 0; i < R::kU; ++i) u[i] = R::kShift == 0 ? w[i] : __funnelshift_r(w[i], w[i + 1], bit);
+}
+
+// Pair m of a run (codes 2 m, 2 m + 1) as a pair-table byte offset (index * 4), compile-time
+// shifts only.
+template <int VB, int M, int NU>
+__device__ __forceinline__ uint32_t v_pair_index4(const uint32_t (&u)[NU]) {
+  constexpr int lo = 2 * VB * M - 2;  // two bits below the field: index * 4
+  constexpr uint32_t mask = ((1u << (2 * VB)) - 1u) << 2;
+  if constexpr (lo < 0) {
+    return (u[0] << 2) & mask;
+  } else if constexpr ((lo >> 5) == ((lo + 2 * VB + 1) >> 5)) {
+    return (u[lo >> 5] >> (lo & 31)) & mask;
+  } else {
+    return __funnelshift_r(u[lo >> 5], u[(lo >> 5) + 1], lo & 31) & mask;
+  }
+}
+
+// m-tiles M .. MD - 1 of one V k-step with a compile-time V width (u: the four rows' runs).
+template <int NT, int MD, int VB, int M>
+__device__ __forceinline__ void v_mtiles_fixed(const uint32_t* lut, const uint32_t (&u)[4][VRun<MD, VB>::kU],
+                                               uint32_t vlut, const uint32_t (&b0)[NT], const uint32_t (&b1)[NT],
+                                               float (&acc)[MD][NT][4]) {
+  uint32_t x[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) x[k] = lut_word(lut, v_pair_index4<VB, M>(u[k]) | vlut);
+  const uint32_t a0 = lows(x[0], x[1]), a1 = highs(x[0], x[1]);
+  const uint32_t a2 = lows(x[2], x[3]), a3 = highs(x[2], x[3]);
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) mma16816(acc[M][nt], a0, a1, a2, a3, b0[nt], b1[nt]);
+  if constexpr (M + 1 < MD) v_mtiles_fixed<NT, MD, VB, M + 1>(lut, u, vlut, b0, b1, acc);
+}
+
+template <int NT, int MD, int VB>
 __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) decode_fast_kernel(KernelArgs a) {
   constexpr uint32_t GQP = 8 * NT;
   extern __shared__ __align__(16) uint8_t smem[];
@@ -175,7 +329,7 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
   // The prepared block of this (sequence, KV head) and the head's tables (decode_fast_prep),
   // copied in as the first cp.async group, ahead of the warps' first sub-tiles.
   uint8_t* prep = smem + sp.off_qb;
-  uint32_t* lut = reinterpret_cast<uint32_t*>(smem + sp.off_lut);
+  uint32_t* lut = reinterpret_cast<uint32_t*>(smem);  // at offset 0: look-ups need no base add
   // The first sub-tiles do not depend on the prep launch: they are requested first. (Launching
   // this kernel early with programmatic dependent launch, waiting here, measured no faster at
   // batch 1 — the kernel is issue-bound — and 25 % slower at Llama 32 x 32K, where CTAs that
@@ -183,6 +337,7 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
   const WarpTiles wt = start_warp_tiles(a, hd, sp, smem, si.n_packed, seq, split);
   const SubTileLayout& st = wt.st;
   pdl_trigger();  // the merge launch may start its blocks (it waits for this launch to end)
+  pdl_wait();  // the prep launch's blocks (a no-op unless launched early: pdl_decode)
   {
     const uint8_t* src = reinterpret_cast<const uint8_t*>(a.ws_prep + (size_t(seq) * a.n_kv + h) * a.prep_words);
     for (uint32_t c = tid * 16; c < a.prep_words * 4; c += kCtaThreads * 16) cp_async16(prep + c, src + c);
@@ -190,12 +345,16 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
     for (uint32_t c = tid * 16; c < a.lut_words * 4; c += kCtaThreads * 16) cp_async16(lut + c / 4, lsrc + c);
     cp_async_commit();
   }
+  // Stream bit of each V code row in a buffer (the same for every sub-tile): one shared-memory
+  // load per row and k-step instead of the segment arithmetic.
+  __shared__ uint32_t vrow_bit[kSubRows];
+  if (tid < kSubRows) vrow_bit[tid] = (kMmaSubPad + st.off_vc + row_off(st, tid, st.vc_seg, hd.v_code_bytes)) * 8;
   cp_async_wait<0>();  // the prepared block (and the first sub-tiles, requested long before)
   __syncthreads();
   const FastGroup* groups = reinterpret_cast<const FastGroup*>(prep);
   const uint32_t* qb = reinterpret_cast<const uint32_t*>(prep + kFastPrepHeader);
   const uint32_t G = hd.n_k_groups;
-  const uint32_t vb = hd.v_bits, vmask = ((1u << (2 * vb)) - 1u) << 2, vlut = fast_lut_offset(hd, G) * 4;
+  const uint32_t vb = VB > 0 ? uint32_t(VB) : hd.v_bits, vmask = ((1u << (2 * vb)) - 1u) << 2, vlut = fast_lut_offset(hd, G) * 4;
   const uint32_t vpw = 30 / (2 * vb);  // dim pairs per 32-bit window (the launcher keeps vb <= 5)
   const int kev = *reinterpret_cast<const int*>(prep + kFastPrepKev);
 
@@ -206,7 +365,7 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
   int zcur = 0;
   // P of this warp: word ((ks * 8 + r) * GQP + q) = (p''[16 ks + r][q], p''[16 ks + r + 8][q]).
   uint32_t* pb = reinterpret_cast<uint32_t*>(smem + sp.off_pbuf) + warp * kSubRows * GQP;
-  const uint32_t kc = hd.k_code_bytes, ks2 = 2 * G, vc = hd.v_code_bytes;
+  const uint32_t kc = hd.k_code_bytes, ks2 = 2 * G;
 
 #pragma unroll 1
   for (uint32_t it = 0; it < wt.n_my; ++it) {
@@ -281,7 +440,7 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
 
     // ---- softmax over the warp's rows; this thread's queries are 8 nt + 2 t4 + j.
     float corr[NT][2], sv[kMt][2];
-    softmax_rescale<NT>(s, valid, mrun, lrun, corr);
+    softmax_rescale<NT, true>(s, valid, mrun, lrun, corr);
     const int z = v_scales_exponent(sub, st, valid, sv);
     const float pz = exp2i(z);
 #pragma unroll
@@ -291,7 +450,7 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
       for (int nt = 0; nt < NT; ++nt) {
         float p[4];
 #pragma unroll
-        for (int k = 0; k < 4; ++k) p[k] = expf(s[mt][nt][k] - mrun[nt][k & 1]);
+        for (int k = 0; k < 4; ++k) p[k] = exp2f(s[mt][nt][k] - mrun[nt][k & 1]);
         lrun[nt][0] += p[0] + p[2];
         lrun[nt][1] += p[1] + p[3];
         *reinterpret_cast<uint2*>(pb + (mt * 8 + g8) * GQP + 8 * nt + 2 * t4) =
@@ -317,70 +476,120 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         const uint32_t r = 16 * ks + t4 + (k == 1 ? 8 : k == 2 ? 4 : k == 3 ? 12 : 0);
-        base[k] = (kMmaSubPad + st.off_vc + row_off(st, r, st.vc_seg, vc)) * 8 - 2 + 2 * MD * g8 * vb;
+        base[k] = vrow_bit[r] + 2 * MD * g8 * vb;
       }
-      uint32_t w[4];
-      uint32_t cw = vpw;
+      if constexpr (VB > 0) {
+        uint32_t u[4][VRun<MD, VB>::kU];
 #pragma unroll
-      for (int m = 0; m < MD; ++m) {
-        if (cw == vpw) {  // warp-uniform
+        for (int k = 0; k < 4; ++k) load_v_run<MD, VB>(words, base[k], u[k]);
+        v_mtiles_fixed<NT, MD, VB, 0>(lut, u, vlut, b0, b1, acc);
+      } else {
 #pragma unroll
-          for (int k = 0; k < 4; ++k) w[k] = bits32(words, base[k] + 2 * m * vb);
-          cw = 0;
+        for (int k = 0; k < 4; ++k) base[k] -= 2;  // the pre-shift: a code lands at bit 2 (index * 4)
+        uint32_t w[4];
+        uint32_t cw = vpw;
+#pragma unroll
+        for (int m = 0; m < MD; ++m) {
+          if (cw == vpw) {  // warp-uniform
+#pragma unroll
+            for (int k = 0; k < 4; ++k) w[k] = bits32(words, base[k] + 2 * m * vb);
+            cw = 0;
+          }
+          const uint32_t sh = cw * 2 * vb;
+          ++cw;
+          uint32_t x[4];
+#pragma unroll
+          for (int k = 0; k < 4; ++k) x[k] = lut_word(lut, ((w[k] >> sh) & vmask) | vlut);
+          const uint32_t a0 = lows(x[0], x[1]), a1 = highs(x[0], x[1]);
+          const uint32_t a2 = lows(x[2], x[3]), a3 = highs(x[2], x[3]);
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) mma16816(acc[m][nt], a0, a1, a2, a3, b0[nt], b1[nt]);
         }
-        const uint32_t sh = cw * 2 * vb;
-        ++cw;
-        uint32_t x[4];
-#pragma unroll
-        for (int k = 0; k < 4; ++k) x[k] = lut_word(lut, ((w[k] >> sh) & vmask) | vlut);
-        const uint32_t a0 = lows(x[0], x[1]), a1 = highs(x[0], x[1]);
-        const uint32_t a2 = lows(x[2], x[3]), a3 = highs(x[2], x[3]);
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) mma16816(acc[m][nt], a0, a1, a2, a3, b0[nt], b1[nt]);
       }
     }
     __syncwarp();  // every lane is done with this buffer and with P
     wt.issue_next(a, hd, buf, it);
   }
 
+  // Running maxima back to natural-log units for the partial (the merge's and the other kernels'
+  // convention); -inf stays -inf.
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) mrun[nt][0] *= 0.693147180559945309f, mrun[nt][1] *= 0.693147180559945309f;
   mma_write_partial<NT, MD>(a, sp, smem, acc, mrun, lrun, exp2i(-(zcur + kev)), seq, h, split);
 }
 
-template <int NT, int MD>
+template <int NT, int MD, int VB>
 void launch(const KernelArgs& a, uint32_t n_kv, uint32_t n_seqs, uint32_t smem, cudaStream_t stream) {
-  launch_mma_kernel<decode_fast_kernel<NT, MD>>(
-      a, n_kv, n_seqs, smem, stream, "decode_fast_kernel<" + std::to_string(NT) + "," + std::to_string(MD) + ">");
+  launch_mma_kernel<decode_fast_kernel<NT, MD, VB>>(a, n_kv, n_seqs, smem, stream,
+                                                    "decode_fast_kernel<" + std::to_string(NT) + "," +
+                                                        std::to_string(MD) + "," + std::to_string(VB) + ">",
+                                                    a.pdl_decode != 0);
 }
 
-template <int NT, int MD>
+template <int NT, int MD, int VB>
 int occupancy(uint32_t smem) {
-  return mma_kernel_occupancy<decode_fast_kernel<NT, MD>>(smem, "decode_fast_kernel");
+  return mma_kernel_occupancy<decode_fast_kernel<NT, MD, VB>>(smem, "decode_fast_kernel");
 }
+
+// Calls f.template operator()<NT, MD, VB>() for the instantiated kernel of (nt, md, vb): a fixed
+// V width for D = 64 / 128 and 2..4 bits (fast_fixed_v_bits), else VB = 0.
+template <typename F>
+auto dispatch(uint32_t nt, uint32_t md, uint32_t vb, F&& f) {
+  if (md == 16) return f.template operator()<1, 16, 0>();  // D = 256 serves GQA <= 8 only (mma_serves)
+  auto by_vb = [&](auto ntc, auto mdc) {
+    constexpr int NT = decltype(ntc)::value, MD = decltype(mdc)::value;
+    if (vb == 2) return f.template operator()<NT, MD, 2>();
+    if (vb == 3) return f.template operator()<NT, MD, 3>();
+    if (vb == 4) return f.template operator()<NT, MD, 4>();
+    return f.template operator()<NT, MD, 0>();
+  };
+  using I1 = std::integral_constant<int, 1>;
+  using I2 = std::integral_constant<int, 2>;
+  using M4 = std::integral_constant<int, 4>;
+  using M8 = std::integral_constant<int, 8>;
+  if (nt == 1) return md == 4 ? by_vb(I1{}, M4{}) : by_vb(I1{}, M8{});
+  return md == 4 ? by_vb(I2{}, M4{}) : by_vb(I2{}, M8{});
+}
+
+struct LaunchFast {
+  const KernelArgs& a;
+  uint32_t n_kv, n_seqs, smem;
+  cudaStream_t stream;
+  template <int NT, int MD, int VB>
+  int operator()() const {
+    launch<NT, MD, VB>(a, n_kv, n_seqs, smem, stream);
+    return 0;
+  }
+};
+
+struct FastOccupancy {
+  uint32_t smem;
+  template <int NT, int MD, int VB>
+  int operator()() const {
+    return occupancy<NT, MD, VB>(smem);
+  }
+};
 
 }  // namespace
 
 void launch_decode_fast_prep(const KernelArgs& a, uint32_t nt, uint32_t n_kv, uint32_t n_seqs, cudaStream_t stream) {
   const uint32_t smem = 2 * a.D * 8 * nt * 4;  // q staging and q' (<= 32 KiB: no attribute needed)
-  if (nt == 1) decode_fast_prep_kernel<1><<<dim3(2 * n_kv, n_seqs), kCtaThreads, smem, stream>>>(a);
-  else decode_fast_prep_kernel<2><<<dim3(2 * n_kv, n_seqs), kCtaThreads, smem, stream>>>(a);
+  const dim3 grid(2 * n_kv, n_seqs);
+  if (nt == 1 && a.D == 64) decode_fast_prep_kernel<1, 4><<<grid, kPrepThreads, smem, stream>>>(a);
+  else if (nt == 1 && a.D == 128) decode_fast_prep_kernel<1, 8><<<grid, kPrepThreads, smem, stream>>>(a);
+  else if (nt == 1) decode_fast_prep_kernel<1, 16><<<grid, kPrepThreads, smem, stream>>>(a);
+  else if (a.D == 64) decode_fast_prep_kernel<2, 4><<<grid, kPrepThreads, smem, stream>>>(a);
+  else decode_fast_prep_kernel<2, 8><<<grid, kPrepThreads, smem, stream>>>(a);  // D = 256 serves GQA <= 8 only
   check(cudaGetLastError(), "decode_fast_prep_kernel launch");
 }
 
-void launch_decode_fast(const KernelArgs& a, uint32_t nt, uint32_t md, uint32_t n_kv, uint32_t n_seqs, uint32_t smem,
-                        cudaStream_t stream) {
-  if (nt == 1 && md == 4) launch<1, 4>(a, n_kv, n_seqs, smem, stream);
-  else if (nt == 1 && md == 8) launch<1, 8>(a, n_kv, n_seqs, smem, stream);
-  else if (nt == 1) launch<1, 16>(a, n_kv, n_seqs, smem, stream);
-  else if (md == 4) launch<2, 4>(a, n_kv, n_seqs, smem, stream);
-  else launch<2, 8>(a, n_kv, n_seqs, smem, stream);
+void launch_decode_fast(const KernelArgs& a, uint32_t nt, uint32_t md, uint32_t vb, uint32_t n_kv, uint32_t n_seqs,
+                        uint32_t smem, cudaStream_t stream) {
+  dispatch(nt, md, vb, LaunchFast{a, n_kv, n_seqs, smem, stream});
 }
 
-int fast_ctas_per_sm(uint32_t nt, uint32_t md, uint32_t smem) {
-  if (nt == 1 && md == 4) return occupancy<1, 4>(smem);
-  if (nt == 1 && md == 8) return occupancy<1, 8>(smem);
-  if (nt == 1) return occupancy<1, 16>(smem);
-  if (md == 4) return occupancy<2, 4>(smem);
-  return occupancy<2, 8>(smem);
+int fast_ctas_per_sm(uint32_t nt, uint32_t md, uint32_t vb, uint32_t smem) {
+  return dispatch(nt, md, vb, FastOccupancy{smem});
 }
 
 }  // namespace kvbits::cuda::decode_detail

@@ -42,6 +42,7 @@ struct KernelArgs {
   uint32_t mma_chunks;            // tensor-core kernels: most K chunks of any head (sizes the q' operands)
   uint32_t lut_words;             // fast kernel: most centroid-table words of any head
   uint32_t prep_words;            // fast kernel: words of one prepared block
+  uint32_t pdl_decode;            // host only: the fast kernel starts while its prep launch runs (small grids)
   uint32_t pdl;                   // host only: programmatic dependent launch allowed (sm_90+): the merge
                                   // starts before the decode launch ends (prefetching R_v) and waits
                                   // (griddepcontrol.wait) before reading the partials
@@ -54,15 +55,17 @@ void launch_decode_scalar(const KernelArgs& a, uint32_t gq, uint32_t n_kv, uint3
 void launch_decode_mma(const KernelArgs& a, uint32_t nt, uint32_t md, uint32_t n_kv, uint32_t n_seqs, uint32_t smem,
                        cudaStream_t stream);
 void launch_decode_fast_prep(const KernelArgs& a, uint32_t nt, uint32_t n_kv, uint32_t n_seqs, cudaStream_t stream);
-void launch_decode_fast(const KernelArgs& a, uint32_t nt, uint32_t md, uint32_t n_kv, uint32_t n_seqs, uint32_t smem,
-                        cudaStream_t stream);
+// vb: the layer's V width when every head has the same one (2..4 bits), for the kernel compiled
+// for it at D = 64 / 128 (fewer instructions per V code); 0: read per head at run time.
+void launch_decode_fast(const KernelArgs& a, uint32_t nt, uint32_t md, uint32_t vb, uint32_t n_kv, uint32_t n_seqs,
+                        uint32_t smem, cudaStream_t stream);
 void launch_decode_fp16_layer(const KernelArgs& a, uint32_t gq, uint32_t n_kv, uint32_t n_seqs, uint32_t smem,
                               cudaStream_t stream);
 void launch_merge(const KernelArgs& a, uint32_t n_seqs, cudaStream_t stream);
 
 // Resident CTAs per SM of the tensor-core kernel with `smem` dynamic bytes (occupancy query).
 int mma_ctas_per_sm(uint32_t nt, uint32_t md, uint32_t smem);
-int fast_ctas_per_sm(uint32_t nt, uint32_t md, uint32_t smem);
+int fast_ctas_per_sm(uint32_t nt, uint32_t md, uint32_t vb, uint32_t smem);
 
 void check(cudaError_t e, const char* what);
 

@@ -3,8 +3,9 @@
 // sums the packed splits (V's rotated basis) and acc_plain the fp16 splits (original basis; every
 // split of an fp16 layer).
 //
-// Latency-bound (a few KB per CTA): the CTA's rows of R_v are requested first, before anything
-// they wait on; partials are read as 16-byte vectors, four loads in flight per thread; all sums
+// Latency-bound (at batch 1 a few CTAs each read ~100 KB of partials): the CTA's rows of R_v are
+// requested first, before anything they wait on; partials are read as 16-byte vectors, sixteen
+// loads in flight per thread (all of a 256-split row in one round trip at D = 128); all sums
 // run in a fixed order, so results are bit-identical from run to run.
 #include <cuda_runtime.h>
 
@@ -14,9 +15,10 @@ namespace kvbits::cuda::decode_detail {
 
 namespace {
 
-constexpr uint32_t kMergeThreads = 256;
+constexpr uint32_t kMergeThreads = 512;
 constexpr uint32_t kMergeMaxSplits = kMaxPackedSplits + kMaxFp16Splits;
-constexpr uint32_t kPrefetchRows = 16;  // rows of R_v per thread requested up front
+constexpr uint32_t kPrefetchRows = 8;   // rows of R_v per thread requested up front (all at D = 128)
+constexpr uint32_t kInFlight = 16;      // partial loads in flight per thread
 
 __device__ __forceinline__ float block_reduce(float v, float* tmp, bool is_max) {
   // Fixed-order reduction over the block: warps by shuffles, then warp 0 over the warp results.
@@ -70,6 +72,13 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(KernelArgs a) {
   }
 
   pdl_wait();  // the decode launch's partials (the R_v rows above were requested before it ended)
+  // The first kInFlight partials of this thread are requested before the (max, sum) pass: the
+  // two round trips overlap.
+  const float4* acc = reinterpret_cast<const float4*>(a.ws_acc + row * S * D);
+  float4 x0[kInFlight];
+#pragma unroll
+  for (uint32_t u = 0; u < kInFlight; ++u)
+    if (active && rp + u * RP < S) x0[u] = acc[size_t(rp + u * RP) * C4 + c4];
   const float* ml = a.ws_ml + row * S * 2;
   float m = -INFINITY;
   for (uint32_t k = tid; k < S; k += kMergeThreads) m = fmaxf(m, ml[2 * k]);
@@ -83,23 +92,28 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(KernelArgs a) {
   }
   const float L = block_reduce(l, tmp, false);  // its barriers also publish wsplit
 
-  const float4* acc = reinterpret_cast<const float4*>(a.ws_acc + row * S * D);
   float4 vr = make_float4(0.f, 0.f, 0.f, 0.f), vp = vr;
   if (active) {
-    uint32_t k = rp;
-    for (; k + 3 * RP < S; k += 4 * RP) {
-      float4 x[4];
 #pragma unroll
-      for (uint32_t u = 0; u < 4; ++u) x[u] = acc[size_t(k + u * RP) * C4 + c4];
-#pragma unroll
-      for (uint32_t u = 0; u < 4; ++u) {
-        if (k + u * RP < n_rot) fma4(vr, wsplit[k + u * RP], x[u]);
-        else fma4(vp, wsplit[k + u * RP], x[u]);
-      }
+    for (uint32_t u = 0; u < kInFlight; ++u) {
+      const uint32_t k = rp + u * RP;
+      if (k >= S) break;
+      if (k < n_rot) fma4(vr, wsplit[k], x0[u]);
+      else fma4(vp, wsplit[k], x0[u]);
     }
-    for (; k < S; k += RP) {
-      if (k < n_rot) fma4(vr, wsplit[k], acc[size_t(k) * C4 + c4]);
-      else fma4(vp, wsplit[k], acc[size_t(k) * C4 + c4]);
+    // More than kInFlight splits per thread: the rest in batches of kInFlight loads.
+    for (uint32_t k0 = rp + kInFlight * RP; k0 < S; k0 += kInFlight * RP) {
+      float4 x[kInFlight];
+#pragma unroll
+      for (uint32_t u = 0; u < kInFlight; ++u)
+        if (k0 + u * RP < S) x[u] = acc[size_t(k0 + u * RP) * C4 + c4];
+#pragma unroll
+      for (uint32_t u = 0; u < kInFlight; ++u) {
+        const uint32_t k = k0 + u * RP;
+        if (k >= S) break;
+        if (k < n_rot) fma4(vr, wsplit[k], x[u]);
+        else fma4(vp, wsplit[k], x[u]);
+      }
     }
   }
   part_rot[tid] = vr;

@@ -27,7 +27,8 @@ __host__ __device__ inline uint32_t mma_chunks(const DecodeHead& hd) {
 }
 
 // Dynamic shared memory of one CTA, in bytes from the base:
-//   [0, off_qb)   kMmaWarps x kMmaWarpStages sub-tile buffers of `buffer` bytes; reused at the
+//   [0, off_buf)  the fp16-operand kernel's centroid tables (see below; empty otherwise)
+//   [off_buf, off_qb)  kMmaWarps x kMmaWarpStages sub-tile buffers of `buffer` bytes; reused at the
 //                 end for the warps' accumulators red [warps][8 nt][D] fp32, and by fp16 splits
 //                 (plain_split's layout)
 //   qB            per virtual K chunk, 8-query tile, query and lane slot: q' as an fp16 hi/lo pair
@@ -35,13 +36,15 @@ __host__ __device__ inline uint32_t mma_chunks(const DecodeHead& hd) {
 //   P / staging   per warp P [64][8 nt] hi/lo pairs; before the main loop the hp-ordered raw
 //                 queries [D][8 nt] and q' [8 nt][D] fp32
 //   wm, wl, wt    per warp and query: running max, sum, merge weight
-//   LUT           the fp16-operand kernel's centroid tables (lut_words; the hi/lo kernel keeps
-//                 its smaller tables in static shared memory)
+// The fp16-operand kernel's centroid tables (lut_words; the hi/lo kernel keeps its smaller
+// tables in static shared memory) come first, at offset 0, and everything above moves up by
+// off_buf: a table look-up then addresses shared memory with a compile-time base (one LDS with
+// an immediate offset, no add per look-up).
 constexpr uint32_t kFastPrepHeader = 512;  // fast kernel: group descriptors + V exponent before q'
 constexpr uint32_t kFastPrepKev = 480;     // byte offset of the V table exponent in the header
 
 struct MmaSmemPlan {
-  uint32_t buffer, off_qb, off_pbuf, off_qstage, off_qrot, off_wm, off_wl, off_wt, off_lut, total;
+  uint32_t buffer, off_buf, off_qb, off_pbuf, off_qstage, off_qrot, off_wm, off_wl, off_wt, off_lut, total;
 };
 
 // chunks: the most virtual K chunks of any head of the layer (mma_chunks, or fast_chunks for
@@ -51,10 +54,12 @@ __host__ __device__ inline MmaSmemPlan mma_smem_plan(uint32_t buffer, uint32_t D
   const uint32_t gqp = 8 * nt;
   MmaSmemPlan p{};
   p.buffer = buffer;
+  p.off_lut = 0;
+  p.off_buf = round16(lut_words * 4);
   uint32_t region = kMmaWarps * kMmaWarpStages * buffer;
   region = region > kMmaWarps * gqp * D * 4 ? region : kMmaWarps * gqp * D * 4;
   region = region > plain_smem_bytes(D, gqp) ? region : plain_smem_bytes(D, gqp);
-  p.off_qb = round16(region);
+  p.off_qb = p.off_buf + round16(region);
   p.off_pbuf = p.off_qb + (lut_words ? kFastPrepHeader : 0) + chunks * nt * 8 * 8 * 4;
   const uint32_t pbuf = kMmaWarps * 64 * gqp * 4, staging = 2 * D * gqp * 4;
   p.off_qstage = p.off_pbuf;
@@ -62,8 +67,7 @@ __host__ __device__ inline MmaSmemPlan mma_smem_plan(uint32_t buffer, uint32_t D
   p.off_wm = p.off_pbuf + (pbuf > staging ? pbuf : staging);
   p.off_wl = p.off_wm + kMmaWarps * gqp * 4;
   p.off_wt = p.off_wl + kMmaWarps * gqp * 4;
-  p.off_lut = round16(p.off_wt + kMmaWarps * gqp * 4);
-  p.total = round16(p.off_lut + lut_words * 4);
+  p.total = round16(p.off_wt + kMmaWarps * gqp * 4);
   return p;
 }
 

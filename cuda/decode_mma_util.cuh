@@ -117,7 +117,7 @@ __device__ __forceinline__ WarpTiles start_warp_tiles(const KernelArgs& a, const
   w.table = a.page_table + a.table_offset[seq];
   w.st = sub_tile_layout(a.page_size, hd.k_code_bytes, hd.n_k_groups, hd.v_code_bytes);
   w.buffer = sp.buffer;
-  w.wbuf = smem + w.warp * kMmaWarpStages * sp.buffer;
+  w.wbuf = smem + sp.off_buf + w.warp * kMmaWarpStages * sp.buffer;
   w.n_packed = n_packed;
   const uint32_t n_sub = (n_packed + kSubRows - 1) / kSubRows;
   const uint32_t n_quads = (n_sub + kMmaWarps - 1) / kMmaWarps;
@@ -198,8 +198,9 @@ __device__ __forceinline__ void rescale_acc(float (&acc)[MD][NT][4], const float
 }
 
 // Online softmax of one step: masks rows past `valid`, takes the step's max over the warp's
-// rows, rescales the running sum; corr = e^(m_old - m_new) per (query tile, column).
-template <int NT>
+// rows, rescales the running sum; corr = e^(m_old - m_new) per (query tile, column), or
+// 2^(m_old - m_new) with LOG2 (logits in log2 units).
+template <int NT, bool LOG2 = false>
 __device__ __forceinline__ void softmax_rescale(float (&s)[kMt][NT][4], uint32_t valid, float (&mrun)[NT][2],
                                                 float (&lrun)[NT][2], float (&corr)[NT][2]) {
   const uint32_t g8 = (threadIdx.x & 31u) >> 2;
@@ -229,7 +230,7 @@ __device__ __forceinline__ void softmax_rescale(float (&s)[kMt][NT][4], uint32_t
       m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 8));
       m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 16));
       const float mn = fmaxf(mrun[nt][j], m);
-      corr[nt][j] = mn == -INFINITY ? 1.0f : expf(mrun[nt][j] - mn);
+      corr[nt][j] = mn == -INFINITY ? 1.0f : (LOG2 ? exp2f(mrun[nt][j] - mn) : expf(mrun[nt][j] - mn));
       mrun[nt][j] = mn;
       lrun[nt][j] *= corr[nt][j];
     }
@@ -282,7 +283,7 @@ __device__ __forceinline__ void mma_write_partial(const KernelArgs& a, const Mma
       l += __shfl_xor_sync(0xffffffffu, l, 16);
       lrun[nt][j] = l;
     }
-  float* red = reinterpret_cast<float*>(smem) + warp * GQP * D;
+  float* red = reinterpret_cast<float*>(smem + sp.off_buf) + warp * GQP * D;
 #pragma unroll
   for (int m = 0; m < MD; ++m)
 #pragma unroll
@@ -320,7 +321,7 @@ __device__ __forceinline__ void mma_write_partial(const KernelArgs& a, const Mma
     }
   }
   __syncthreads();
-  const float* red0 = reinterpret_cast<const float*>(smem);
+  const float* red0 = reinterpret_cast<const float*>(smem + sp.off_buf);
   for (uint32_t idx = tid; idx < a.gqa * D; idx += kCtaThreads) {
     const uint32_t q = idx / D, d = idx % D;
     float v = 0.0f;
@@ -349,10 +350,17 @@ void ensure_smem(uint32_t smem, const char* what) {
 // names what was asked of the launch (grid, shared memory, registers).
 template <auto Kernel>
 void launch_mma_kernel(const KernelArgs& a, uint32_t n_kv, uint32_t n_seqs, uint32_t smem, cudaStream_t stream,
-                       const std::string& name) {
+                       const std::string& name, bool pdl = false) {
   ensure_smem<Kernel>(smem, name.c_str());
-  Kernel<<<dim3(a.splits, n_kv, n_seqs), kCtaThreads, smem, stream>>>(a);
-  const cudaError_t e = cudaGetLastError();
+  cudaError_t e = cudaSuccess;
+  if (pdl) {  // programmatic dependent launch: starts while the previous launch runs (see pdl_wait)
+    KernelArgs b = a;
+    b.pdl = 1;
+    e = launch_pdl(Kernel, dim3(a.splits, n_kv, n_seqs), dim3(kCtaThreads), smem, stream, b);
+  } else {
+    Kernel<<<dim3(a.splits, n_kv, n_seqs), kCtaThreads, smem, stream>>>(a);
+  }
+  if (e == cudaSuccess) e = cudaGetLastError();
   if (e != cudaSuccess) {
     cudaFuncAttributes fa{};
     cudaFuncGetAttributes(&fa, Kernel);

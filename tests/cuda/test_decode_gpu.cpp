@@ -291,6 +291,19 @@ TEST_F(GpuDecode, ContextsCrossingPagesAllLayouts) {
   for (const Layout& l : lays) check_case(make_cfg(8, 2, 128, l, {1, 63, 64, 65, 1000, 4097}), l.name);
 }
 
+TEST_F(GpuDecode, FastKernelVWidths) {
+  // The fast kernel has variants compiled for V widths 2..4 at D = 64 / 128 (one of them for GQA
+  // 16: two query tiles) and reads any other width at run time: every path against the CPU.
+  const Layout lays[] = {{"BlockGTQ-K3V1", Method::block_gtq, 3.0, 1},
+                         {"BlockGTQ-K2V2", Method::block_gtq, 2.0, 2},
+                         {"BlockGTQ-K4V4", Method::block_gtq, 4.0, 4},
+                         {"BlockGTQ-K5V5", Method::block_gtq, 5.0, 5}};
+  for (const Layout& l : lays)
+    for (uint32_t D : {64u, 128u}) check_case(make_cfg(8, 2, D, l, {1, 65, 700}), l.name);
+  check_case(make_cfg(16, 1, 64, {"BlockGTQ-K2V2", Method::block_gtq, 2.0, 2}, {300}), "BlockGTQ-K2V2");
+  check_case(make_cfg(16, 1, 128, {"BlockGTQ-K4V4", Method::block_gtq, 4.0, 4}, {300}), "BlockGTQ-K4V4");
+}
+
 TEST_F(GpuDecode, EightBitCodes) {
   // 8-bit V needs two windows per four codes in the tensor-core kernel; 8-bit K groups one per pair.
   check_case(make_cfg(8, 2, 128, {"BlockGTQ-K8V8", Method::block_gtq, 8.0, 8}, {1, 300}), "BlockGTQ-K8V8");
