@@ -149,7 +149,7 @@ LaunchPlan plan_launch(const DecodeParams& p) {
     }
     const uint32_t mma_nt = gqa > 8 ? 2 : 1, mma_stride = mma_buffer_bytes(sub_max);
     const uint32_t mma_smem = mma_smem_plan(mma_stride, D, mma_nt, chunks).total;
-    const uint32_t fast_smem = mma_smem_plan(mma_stride, D, mma_nt, fchunks, lut_words).total;
+    const uint32_t fast_smem = mma_smem_plan(mma_stride, D, mma_nt, fchunks, lut_words, kFastWarpStages).total;
     const bool mma_fits = mma_smem + static_smem + kMmaLutWords * 4 + 1024 <= uint32_t(dev.optin);
     const bool fast_fits = fast_smem + static_smem + 1024 <= uint32_t(dev.optin);
     if ((v == kDecodeVariantMma && !mma_fits) || (v == kDecodeVariantFast && !fast_fits))

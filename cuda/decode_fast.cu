@@ -309,7 +309,7 @@ __device__ __forceinline__ void v_mtiles_fixed(const uint32_t* lut, const uint32
 }
 
 template <int NT, int MD, int VB>
-__global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) decode_fast_kernel(KernelArgs a) {
+__global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 4 : 2) decode_fast_kernel(KernelArgs a) {
   constexpr uint32_t GQP = 8 * NT;
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ __align__(16) uint32_t hd_words[kHeadWords];
@@ -325,7 +325,7 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
     plain_split<GQP>(a, hd, si, seq, h, split, false, u0, min(u0 + a.fp16_chunk, a.sink + a.window), smem);
     return;
   }
-  const MmaSmemPlan sp = mma_smem_plan(a.stage_stride, D, NT, a.mma_chunks, a.lut_words);
+  const MmaSmemPlan sp = mma_smem_plan(a.stage_stride, D, NT, a.mma_chunks, a.lut_words, kFastWarpStages);
   // The prepared block of this (sequence, KV head) and the head's tables (decode_fast_prep),
   // copied in as the first cp.async group, ahead of the warps' first sub-tiles.
   uint8_t* prep = smem + sp.off_qb;
@@ -369,9 +369,9 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
 
 #pragma unroll 1
   for (uint32_t it = 0; it < wt.n_my; ++it) {
-    cp_async_wait<kMmaWarpStages - 1>();
-    __syncwarp();  // the other lanes' copies of this sub-tile are visible
-    uint8_t* buf = wt.wbuf + (it % kMmaWarpStages) * sp.buffer;
+    cp_async_wait<1>();  // the K half of this step (its V half may still be in flight)
+    __syncwarp();        // the other lanes' copies are visible
+    uint8_t* buf = wt.wbuf;
     const uint32_t* words = reinterpret_cast<const uint32_t*>(buf);  // bit 0 = front pad
     const uint8_t* sub = buf + kMmaSubPad;
     const uint32_t valid = wt.valid_rows(it);
@@ -437,6 +437,11 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
       }
       add_group_scores(s, c, sub, st, ks2, g, gi.f);
     }
+
+    __syncwarp();  // every lane is done with the K half: refill it with the next step's
+    wt.issue_next_half(a, hd, buf, it, true);
+    cp_async_wait<1>();  // this step's V half (the next K half may still be in flight)
+    __syncwarp();
 
     // ---- softmax over the warp's rows; this thread's queries are 8 nt + 2 t4 + j.
     float corr[NT][2], sv[kMt][2];
@@ -507,8 +512,8 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 3 : 2) dec
         }
       }
     }
-    __syncwarp();  // every lane is done with this buffer and with P
-    wt.issue_next(a, hd, buf, it);
+    __syncwarp();  // every lane is done with the V half and with P
+    wt.issue_next_half(a, hd, buf, it, false);
   }
 
   // Running maxima back to natural-log units for the partial (the merge's and the other kernels'

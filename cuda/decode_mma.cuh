@@ -10,7 +10,8 @@
 namespace kvbits::cuda::decode_detail {
 
 constexpr uint32_t kMmaWarps = 4;        // 128 threads
-constexpr uint32_t kMmaWarpStages = 2;   // sub-tile buffers per warp
+constexpr uint32_t kMmaWarpStages = 2;   // sub-tile buffers per warp (the fp32-grade kernel)
+constexpr uint32_t kFastWarpStages = 1;  // the fast kernel: one buffer, K and V halves refilled apart
 constexpr uint32_t kMmaLutWords = kDecodeMaxCentroids;  // every table of a head, hi/lo fp16 pairs
 constexpr uint32_t kMmaSubPad = 16;      // bytes before each sub-tile (the 2-bit pre-shift reads them)
 
@@ -28,7 +29,7 @@ __host__ __device__ inline uint32_t mma_chunks(const DecodeHead& hd) {
 
 // Dynamic shared memory of one CTA, in bytes from the base:
 //   [0, off_buf)  the fp16-operand kernel's centroid tables (see below; empty otherwise)
-//   [off_buf, off_qb)  kMmaWarps x kMmaWarpStages sub-tile buffers of `buffer` bytes; reused at the
+//   [off_buf, off_qb)  kMmaWarps x stages sub-tile buffers of `buffer` bytes; reused at the
 //                 end for the warps' accumulators red [warps][8 nt][D] fp32, and by fp16 splits
 //                 (plain_split's layout)
 //   qB            per virtual K chunk, 8-query tile, query and lane slot: q' as an fp16 hi/lo pair
@@ -44,19 +45,22 @@ constexpr uint32_t kFastPrepHeader = 512;  // fast kernel: group descriptors + V
 constexpr uint32_t kFastPrepKev = 480;     // byte offset of the V table exponent in the header
 
 struct MmaSmemPlan {
-  uint32_t buffer, off_buf, off_qb, off_pbuf, off_qstage, off_qrot, off_wm, off_wl, off_wt, off_lut, total;
+  uint32_t buffer, stages, off_buf, off_qb, off_pbuf, off_qstage, off_qrot, off_wm, off_wl, off_wt, off_lut, total;
 };
 
 // chunks: the most virtual K chunks of any head of the layer (mma_chunks, or fast_chunks for
 // the fp16-operand kernel); lut_words: its most table words (fast_lut_words), else 0.
+// stages: sub-tile buffers per warp (the fast kernel keeps one, refilled in two halves: see
+// WarpTiles).
 __host__ __device__ inline MmaSmemPlan mma_smem_plan(uint32_t buffer, uint32_t D, uint32_t nt, uint32_t chunks,
-                                                     uint32_t lut_words = 0) {
+                                                     uint32_t lut_words = 0, uint32_t stages = kMmaWarpStages) {
   const uint32_t gqp = 8 * nt;
   MmaSmemPlan p{};
   p.buffer = buffer;
+  p.stages = stages;
   p.off_lut = 0;
   p.off_buf = round16(lut_words * 4);
-  uint32_t region = kMmaWarps * kMmaWarpStages * buffer;
+  uint32_t region = kMmaWarps * stages * buffer;
   region = region > kMmaWarps * gqp * D * 4 ? region : kMmaWarps * gqp * D * 4;
   region = region > plain_smem_bytes(D, gqp) ? region : plain_smem_bytes(D, gqp);
   p.off_qb = p.off_buf + round16(region);

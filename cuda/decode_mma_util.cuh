@@ -66,9 +66,11 @@ __device__ __forceinline__ void warp_copy(uint8_t* dst, const uint8_t* src, uint
   for (uint32_t c = lane * 16u; c < bytes; c += 32u * 16u) cp_async16(dst + c, src + c);
 }
 
-// One warp issues the copies of packed sub-tile `idx` (rows idx * 64 ...) into `sub`.
+// One warp issues the copies of packed sub-tile `idx` (rows idx * 64 ...) into `sub`: its K half
+// (codes and scales), its V half, or both.
 __device__ inline void warp_issue(uint8_t* sub, const DecodeHead& hd, const SubTileLayout& st, const uint32_t* table,
-                           uint32_t n_packed, uint32_t page_size, uint32_t idx, uint32_t lane) {
+                                  uint32_t n_packed, uint32_t page_size, uint32_t idx, uint32_t lane, bool k_half = true,
+                                  bool v_half = true) {
   const uint32_t kc = hd.k_code_bytes, ks = 2 * hd.n_k_groups, vc = hd.v_code_bytes;
   const uint32_t tok_sub = idx * kSubRows;
   for (uint32_t j = 0; j < (kSubRows >> st.seg_shift); ++j) {
@@ -76,10 +78,14 @@ __device__ inline void warp_issue(uint8_t* sub, const DecodeHead& hd, const SubT
     if (tok >= n_packed) break;
     const uint32_t rows = min(st.seg_rows, n_packed - tok), row0 = tok % page_size;
     const uint8_t* page = hd.pool + size_t(table[tok / page_size]) * hd.page_bytes;
-    warp_copy(sub + j * st.kc_seg, page + row0 * kc, round16(rows * kc), lane);
-    warp_copy(sub + st.off_ks + j * st.ks_seg, page + hd.k_scales + row0 * ks, round16(rows * ks), lane);
-    warp_copy(sub + st.off_vc + j * st.vc_seg, page + hd.v_codes + row0 * vc, round16(rows * vc), lane);
-    warp_copy(sub + st.off_vs + j * st.vs_seg, page + hd.v_scales + row0 * 2, round16(rows * 2), lane);
+    if (k_half) {
+      warp_copy(sub + j * st.kc_seg, page + row0 * kc, round16(rows * kc), lane);
+      warp_copy(sub + st.off_ks + j * st.ks_seg, page + hd.k_scales + row0 * ks, round16(rows * ks), lane);
+    }
+    if (v_half) {
+      warp_copy(sub + st.off_vc + j * st.vc_seg, page + hd.v_codes + row0 * vc, round16(rows * vc), lane);
+      warp_copy(sub + st.off_vs + j * st.vs_seg, page + hd.v_scales + row0 * 2, round16(rows * 2), lane);
+    }
   }
 }
 
@@ -88,7 +94,7 @@ __device__ __forceinline__ float half_bits(const uint8_t* p) {
 }
 
 // A warp's share of a packed split: whole quads of 64-token sub-tiles per split, warp w takes
-// sub-tiles t_begin + w, t_begin + w + 4, ... (n_my of them) into its kMmaWarpStages buffers.
+// sub-tiles t_begin + w, t_begin + w + 4, ... (n_my of them) into its stages buffers.
 struct WarpTiles {
   const uint32_t* table;  // the sequence's page table
   SubTileLayout st;
@@ -107,6 +113,15 @@ struct WarpTiles {
       warp_issue(buf + kMmaSubPad, hd, st, table, n_packed, a.page_size, sub_idx(it + kMmaWarpStages), lane);
     cp_async_commit();
   }
+  // One buffer, refilled in halves (kFastWarpStages): the K half of step it + 1 once step it's K
+  // phase is done, its V half once step it's V phase is done; each its own group, so that a
+  // wait for all but the newest group always finds the half about to be read.
+  __device__ __forceinline__ void issue_next_half(const KernelArgs& a, const DecodeHead& hd, uint8_t* buf, uint32_t it,
+                                                  bool k_half) const {
+    if (it + 1 < n_my)
+      warp_issue(buf + kMmaSubPad, hd, st, table, n_packed, a.page_size, sub_idx(it + 1), lane, k_half, !k_half);
+    cp_async_commit();
+  }
 };
 
 __device__ __forceinline__ WarpTiles start_warp_tiles(const KernelArgs& a, const DecodeHead& hd,
@@ -117,7 +132,7 @@ __device__ __forceinline__ WarpTiles start_warp_tiles(const KernelArgs& a, const
   w.table = a.page_table + a.table_offset[seq];
   w.st = sub_tile_layout(a.page_size, hd.k_code_bytes, hd.n_k_groups, hd.v_code_bytes);
   w.buffer = sp.buffer;
-  w.wbuf = smem + sp.off_buf + w.warp * kMmaWarpStages * sp.buffer;
+  w.wbuf = smem + sp.off_buf + w.warp * sp.stages * sp.buffer;
   w.n_packed = n_packed;
   const uint32_t n_sub = (n_packed + kSubRows - 1) / kSubRows;
   const uint32_t n_quads = (n_sub + kMmaWarps - 1) / kMmaWarps;
@@ -125,6 +140,15 @@ __device__ __forceinline__ WarpTiles start_warp_tiles(const KernelArgs& a, const
   w.t_begin = min(n_sub, split * chunk);
   const uint32_t t_end = min(n_sub, w.t_begin + chunk);
   w.n_my = t_end > w.t_begin + w.warp ? (t_end - w.t_begin - w.warp + kMmaWarps - 1) / kMmaWarps : 0u;
+  if (sp.stages == 1) {  // the K half, then the V half of the first step: two groups
+    for (uint32_t half = 0; half < 2; ++half) {
+      if (w.n_my > 0)
+        warp_issue(w.wbuf + kMmaSubPad, hd, w.st, w.table, n_packed, a.page_size, w.sub_idx(0), w.lane, half == 0,
+                   half == 1);
+      cp_async_commit();
+    }
+    return w;
+  }
 #pragma unroll
   for (uint32_t s = 0; s < kMmaWarpStages; ++s) {
     if (s < w.n_my)
