@@ -263,8 +263,9 @@ int main(int argc, char** argv) {
     res.push_back(run(shapes[si], layouts[li], uint32_t(std::atoi(argv[i + 3])), uint32_t(std::atoi(argv[i + 4])),
                       flush, flush_bytes));
   }
+  const bool cases = !res.empty();  // --case rows only
   for (const Shape& sh : shapes) {
-    if (!res.empty()) break;
+    if (cases) break;
     if (full) {
       for (const LayoutSpec& l : layouts)
         for (uint32_t ctx : {4 * K, 16 * K, 64 * K, 128 * K, 512 * K, 1024 * K})
