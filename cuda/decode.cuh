@@ -88,7 +88,7 @@ __device__ __forceinline__ void cp_async_wait() {
 // the last byte it needs and masks off the bits past its codes.
 __device__ __forceinline__ uint32_t bits32(const uint32_t* words, uint32_t bit) {
   const uint32_t w = bit >> 5;
-  return __funnelshift_r(words[w], words[w + 1], bit & 31u);
+  return __funnelshift_r(words[w], words[w + 1], bit);  // shf.r.wrap: the shift is taken mod 32
 }
 
 // GQ consecutive floats from shared memory, vectorised where the alignment allows.

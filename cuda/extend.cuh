@@ -90,7 +90,7 @@ __device__ __forceinline__ void cp_async_wait() {
 // and a funnel shift; the caller keeps one word of readable slack after its last code).
 __device__ __forceinline__ uint32_t bits32(const uint32_t* words, uint32_t bit) {
   const uint32_t w = bit >> 5;
-  return __funnelshift_r(words[w], words[w + 1], bit & 31u);
+  return __funnelshift_r(words[w], words[w + 1], bit);  // shf.r.wrap: the shift is taken mod 32
 }
 
 // ldmatrix: four 8x8 b16 matrices; lane l gives the row address of matrix l / 8, row l % 8, and
