@@ -86,11 +86,12 @@ __global__ void __launch_bounds__(kPrepThreads) decode_fast_prep_kernel(KernelAr
   if (tid < kDecodeMaxGroups) gmax_bits[tid] = 0u;
   float* stage = reinterpret_cast<float*>(smem);  // [D][GQP]: hp-ordered raw queries
   float* qrot = stage + D * GQP;                   // [GQP][D]; first the raw queries [GQP][D]
-  // This thread's slot sl0: its group and the first 32 elements of its R_g row, requested
-  // before the barrier (Block-GTQ rows are short; longer rows continue below).
+  // This thread's slot sl0: its group and the first kPre elements of its R_g row, requested
+  // before the barrier (Block-GTQ groups are short; longer rows continue below).
+  constexpr uint32_t kPre = 48;
   const bool rotate = !tables && a.q != nullptr;
   uint32_t g0 = 0, roff0 = 0;
-  float2 r0[16];
+  float2 r0[kPre / 2];
   if (rotate) {
     // The raw queries in their own order (no wait on the slot map), permuted after the barrier.
     const size_t row0 = size_t(seq) * a.n_q + size_t(h) * a.gqa;
@@ -101,7 +102,7 @@ __global__ void __launch_bounds__(kPrepThreads) decode_fast_prep_kernel(KernelAr
     const uint32_t d = hd.k_groups[g0].dims;
     const float2* R = reinterpret_cast<const float2*>(hd.k_rotation + roff0 + size_t(sl0 - hd.k_groups[g0].first_slot) * d);
 #pragma unroll
-    for (uint32_t u = 0; u < 16; ++u) r0[u] = 2 * u < d ? R[u] : make_float2(0.0f, 0.0f);
+    for (uint32_t u = 0; u < kPre / 2; ++u) r0[u] = 2 * u < d ? R[u] : make_float2(0.0f, 0.0f);
   } else if (!tables) {  // pre-rotated queries (q_rot)
     for (uint32_t idx = tid; idx < D * GQP; idx += kPrepThreads) {
       const uint32_t i = idx >> dshift, sl = idx & (D - 1u);
@@ -114,6 +115,27 @@ __global__ void __launch_bounds__(kPrepThreads) decode_fast_prep_kernel(KernelAr
       const uint32_t i = idx >> dshift, sl = idx & (D - 1u);
       stage[sl * GQP + i] = qrot[i * D + slot_dim[sl]];
     }
+  }
+  if (!tables && tid >= kPrepThreads - 32 && tid - (kPrepThreads - 32) < G) {
+    // The descriptors' query-independent fields, by the last warp (the others permute and scan
+    // the tables); qf and f follow once the group maxima are known.
+    const uint32_t g = tid - (kPrepThreads - 32);
+    const DecodeGroup& gr = hd.k_groups[g];
+    const bool pair = gr.bits <= kFastPairMaxBits;
+    FastGroup m;
+    m.bits = gr.bits;
+    m.mask = ((1u << (pair ? 2 * gr.bits : gr.bits)) - 1u) << 2;
+    m.lut_off = fast_lut_offset(hd, g) * 4;
+    m.n_chunks = (gr.dims + 15) / 16;
+    m.v0 = 0;
+    for (uint32_t q = 0; q < g; ++q) m.v0 += (hd.k_groups[q].dims + 15) / 16;
+    m.bit_off = gr.byte_offset * 8 + kMmaSubPad * 8 - 2;
+    m.pw = !pair ? 0u : gr.bits == 1 ? 7u : gr.bits == 2 ? 3u : gr.bits == 3 ? 2u : 1u;  // floor(30 / 4b)
+    m.first = gr.first_slot;
+    m.dims = gr.dims;
+    m.qf = m.f = 0.0f;
+    m.pad = 0;
+    groups[g] = m;
   }
   // The largest |centroid| of every table (K group tb, or V for tb == G): warp w takes tables
   // w, w + 16, ...; each table is scaled by its own power of two.
@@ -167,21 +189,20 @@ __global__ void __launch_bounds__(kPrepThreads) decode_fast_prep_kernel(KernelAr
       float acc[QPT];
 #pragma unroll
       for (uint32_t qi = 0; qi < QPT; ++qi) acc[qi] = 0.0f;
-      for (uint32_t j0 = 0; j0 < d; j0 += 32) {
-        float2 r[16];
+      // One pair of terms per element pair, in order: the prefetched part of the row from
+      // registers, the rest of a long row from global memory.
+      auto step = [&](float2 r, uint32_t j) {
+        const float* q0 = stage + (first + j) * GQP;
 #pragma unroll
-        for (uint32_t u = 0; u < 16; ++u) r[u] = j0 == 0 ? r0[u] : (j0 + 2 * u < d ? R[j0 / 2 + u] : make_float2(0.0f, 0.0f));
-#pragma unroll
-        for (uint32_t u = 0; u < 16; ++u) {
-          if (j0 + 2 * u >= d) break;
-          const float* q0 = stage + (first + j0 + 2 * u) * GQP;
-#pragma unroll
-          for (uint32_t qi = 0; qi < QPT; ++qi) {
-            const uint32_t i = part + qi * TPS;
-            acc[qi] = __fmaf_rn(r[u].y, q0[GQP + i], __fmaf_rn(r[u].x, q0[i], acc[qi]));
-          }
+        for (uint32_t qi = 0; qi < QPT; ++qi) {
+          const uint32_t i = part + qi * TPS;
+          acc[qi] = __fmaf_rn(r.y, q0[GQP + i], __fmaf_rn(r.x, q0[i], acc[qi]));
         }
-      }
+      };
+#pragma unroll
+      for (uint32_t u = 0; u < kPre / 2; ++u)
+        if (2 * u < d) step(r0[u], 2 * u);
+      for (uint32_t j = kPre; j < d; j += 2) step(R[j / 2], j);
       float m = 0.0f;
 #pragma unroll
       for (uint32_t qi = 0; qi < QPT; ++qi) qrot[(part + qi * TPS) * D + sl] = acc[qi], m = fmaxf(m, fabsf(acc[qi]));
@@ -200,26 +221,12 @@ __global__ void __launch_bounds__(kPrepThreads) decode_fast_prep_kernel(KernelAr
   }
   __syncthreads();  // q', the group maxima and table_max published
   uint32_t* out = a.ws_prep + (size_t(seq) * a.n_kv + h) * a.prep_words;
-  if (tid < G) {  // one thread per group descriptor
+  if (tid < G) {  // the query-dependent fields of each group descriptor
     const uint32_t g = tid;
-    const DecodeGroup& gr = hd.k_groups[g];
     const float mq = __uint_as_float(gmax_bits[g]);
-    const bool pair = gr.bits <= kFastPairMaxBits;
-    FastGroup m;
-    m.bits = gr.bits;
-    m.mask = ((1u << (pair ? 2 * gr.bits : gr.bits)) - 1u) << 2;
-    m.lut_off = fast_lut_offset(hd, g) * 4;
-    m.n_chunks = (gr.dims + 15) / 16;
-    m.v0 = 0;
-    for (uint32_t q = 0; q < g; ++q) m.v0 += (hd.k_groups[q].dims + 15) / 16;
-    m.bit_off = gr.byte_offset * 8 + kMmaSubPad * 8 - 2;
-    m.pw = !pair ? 0u : gr.bits == 1 ? 7u : gr.bits == 2 ? 3u : gr.bits == 3 ? 2u : 1u;  // floor(30 / 4b)
-    m.first = gr.first_slot;
-    m.dims = gr.dims;
-    m.qf = exp2i(prescale(mq));
+    groups[g].qf = exp2i(prescale(mq));
     // Logits in log2 units (the kernel's softmax uses exp2): softmax scale * log2(e).
-    m.f = a.scale * 1.44269504088896341f * exp2i(-(prescale(table_max[g]) + prescale(mq)));
-    groups[g] = m;
+    groups[g].f = a.scale * 1.44269504088896341f * exp2i(-(prescale(table_max[g]) + prescale(mq)));
   }
   __syncthreads();
   for (uint32_t k = tid; k < G * sizeof(FastGroup) / 4; k += kPrepThreads) out[k] = reinterpret_cast<const uint32_t*>(groups)[k];
