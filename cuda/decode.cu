@@ -87,6 +87,7 @@ struct LaunchPlan {
   uint32_t packed_splits = 1, fp16_splits = 0, fp16_chunk = 0;
   uint32_t smem = 0, stage_stride = 0, stages = 0, mma_chunks = 0, lut_words = 0;
   bool pdl = false;  // programmatic dependent launch (sm_90+)
+  uint32_t sms = 0;
 };
 
 uint32_t ceil_div(uint64_t a, uint64_t b) { return uint32_t((a + b - 1) / b); }
@@ -120,6 +121,7 @@ LaunchPlan plan_launch(const DecodeParams& p) {
   const Device dev = device(p);
   LaunchPlan lp;
   lp.pdl = dev.major >= 9;
+  lp.sms = uint32_t(dev.sms);
   const uint64_t fp16_rows = uint64_t(p.sink_tokens) + p.window_tokens;
   if (fp16_rows > 0) {
     lp.fp16_splits = std::min<uint32_t>(ceil_div(fp16_rows, kFp16SplitRows), kMaxFp16Splits);
@@ -342,6 +344,8 @@ void decode_attention(const DecodeParams& p, void* stream_ptr) {
   // The fast kernel starts early (its first sub-tile loads overlap the prep launch) only when the
   // prep grid is small: many early blocks land unevenly on the SMs (measured 25 % slower at
   // Llama-3.1-8B 32 x 32K).
+  // Few rows (at most two per SM): a wide merge CTA per row; many rows: small ones, many per SM.
+  a.merge_wide = uint64_t(p.n_seqs) * p.n_q_heads <= 2ull * lp.sms ? 1u : 0u;
   a.pdl_decode = lp.pdl && lp.variant == kDecodeVariantFast && uint64_t(p.n_seqs + 1) * p.n_kv_heads <= 16 ? 1u : 0u;
 
   auto stream = static_cast<cudaStream_t>(stream_ptr);

@@ -43,6 +43,7 @@ struct KernelArgs {
   uint32_t lut_words;             // fast kernel: most centroid-table words of any head
   uint32_t prep_words;            // fast kernel: words of one prepared block
   uint32_t pdl_decode;            // host only: the fast kernel starts while its prep launch runs (small grids)
+  uint32_t merge_wide;            // host only: the merge launch's shape for few rows (decode_merge.cu)
   uint32_t pdl;                   // host only: programmatic dependent launch allowed (sm_90+): the merge
                                   // starts before the decode launch ends (prefetching R_v) and waits
                                   // (griddepcontrol.wait) before reading the partials

@@ -15,11 +15,12 @@ namespace kvbits::cuda::decode_detail {
 
 namespace {
 
-constexpr uint32_t kMergeThreads = 512;
 constexpr uint32_t kMergeMaxSplits = kMaxPackedSplits + kMaxFp16Splits;
-constexpr uint32_t kPrefetchRows = 8;   // rows of R_v per thread requested up front (all at D = 128)
-constexpr uint32_t kInFlight = 16;      // partial loads in flight per thread
+// Two shapes of the launch (KernelArgs::merge_wide): few rows (batch 1: 512 threads, 16 partial
+// loads in flight per thread, all of a 256-split row in one round trip) and many rows (large
+// batches: 128 threads, small enough that many CTAs share an SM while their R_v rows arrive). THREADS / IN_FLIGHT / PRE: threads, partial loads and R_v rows per thread up front.
 
+template <uint32_t THREADS>
 __device__ __forceinline__ float block_reduce(float v, float* tmp, bool is_max) {
   // Fixed-order reduction over the block: warps by shuffles, then warp 0 over the warp results.
 #pragma unroll
@@ -30,7 +31,7 @@ __device__ __forceinline__ float block_reduce(float v, float* tmp, bool is_max) 
   if ((threadIdx.x & 31u) == 0) tmp[threadIdx.x >> 5] = v;
   __syncthreads();
   if (threadIdx.x < 32) {
-    v = threadIdx.x < kMergeThreads / 32 ? tmp[threadIdx.x] : (is_max ? -INFINITY : 0.0f);
+    v = threadIdx.x < THREADS / 32 ? tmp[threadIdx.x] : (is_max ? -INFINITY : 0.0f);
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) {
       const float o = __shfl_xor_sync(0xffffffffu, v, off);
@@ -51,64 +52,65 @@ __device__ __forceinline__ void fma4(float4& acc, float w, const float4& x) {
   acc.w = __fmaf_rn(w, x.w, acc.w);
 }
 
-__global__ void __launch_bounds__(kMergeThreads) merge_kernel(KernelArgs a) {
+template <uint32_t THREADS, uint32_t IN_FLIGHT, uint32_t PRE>
+__global__ void __launch_bounds__(THREADS) merge_kernel(KernelArgs a) {
   __shared__ float wsplit[kMergeMaxSplits];
-  __shared__ float4 part_rot[kMergeThreads], part_plain[kMergeThreads];
+  __shared__ float4 part_rot[THREADS], part_plain[THREADS];
   __shared__ float vec_rot[kDecodeMaxHeadDim], vec_plain[kDecodeMaxHeadDim];
   __shared__ float tmp[33];
   const uint32_t qh = blockIdx.x, seq = blockIdx.y, tid = threadIdx.x, D = a.D, S = a.splits;
   const uint32_t n_rot = a.fp16_layer ? 0u : a.packed_splits;
   const size_t row = size_t(seq) * a.n_q + qh;
   // Thread (c4, rp): dims 4 c4 .. 4 c4 + 3; splits and R_v rows congruent to rp mod RP.
-  const uint32_t C4 = D / 4, RP = kMergeThreads / C4, c4 = tid % C4, rp = tid / C4;
+  const uint32_t C4 = D / 4, RP = THREADS / C4, c4 = tid % C4, rp = tid / C4;
   const bool active = rp < RP;
   const float* R = n_rot > 0 ? a.heads[qh / a.gqa].v_rotation : nullptr;
-  float4 rpre[kPrefetchRows];
+  float4 rpre[PRE];
 #pragma unroll
-  for (uint32_t i = 0; i < kPrefetchRows; ++i) {
+  for (uint32_t i = 0; i < PRE; ++i) {
     const uint32_t r = rp + i * RP;
     rpre[i] = R && active && r < D ? *reinterpret_cast<const float4*>(R + size_t(r) * D + 4 * c4)
                                    : make_float4(0.f, 0.f, 0.f, 0.f);
   }
 
   pdl_wait();  // the decode launch's partials (the R_v rows above were requested before it ended)
-  // The first kInFlight partials of this thread are requested before the (max, sum) pass: the
+  // The first IN_FLIGHT partials of this thread are requested before the (max, sum) pass: the
   // two round trips overlap.
   const float4* acc = reinterpret_cast<const float4*>(a.ws_acc + row * S * D);
-  float4 x0[kInFlight];
+  float4 x0[IN_FLIGHT];
 #pragma unroll
-  for (uint32_t u = 0; u < kInFlight; ++u)
+  for (uint32_t u = 0; u < IN_FLIGHT; ++u)
     if (active && rp + u * RP < S) x0[u] = acc[size_t(rp + u * RP) * C4 + c4];
   const float* ml = a.ws_ml + row * S * 2;
   float m = -INFINITY;
-  for (uint32_t k = tid; k < S; k += kMergeThreads) m = fmaxf(m, ml[2 * k]);
-  const float M = block_reduce(m, tmp, true);
+  for (uint32_t k = tid; k < S; k += THREADS) m = fmaxf(m, ml[2 * k]);
+  const float M = block_reduce<THREADS>(m, tmp, true);
   float l = 0.0f;
-  for (uint32_t k = tid; k < S; k += kMergeThreads) {
+  for (uint32_t k = tid; k < S; k += THREADS) {
     const float mk = ml[2 * k];
     const float w = mk == -INFINITY ? 0.0f : expf(mk - M);  // empty split: weight 0, never 0 * NaN
     wsplit[k] = w;
     l += w * ml[2 * k + 1];
   }
-  const float L = block_reduce(l, tmp, false);  // its barriers also publish wsplit
+  const float L = block_reduce<THREADS>(l, tmp, false);  // its barriers also publish wsplit
 
   float4 vr = make_float4(0.f, 0.f, 0.f, 0.f), vp = vr;
   if (active) {
 #pragma unroll
-    for (uint32_t u = 0; u < kInFlight; ++u) {
+    for (uint32_t u = 0; u < IN_FLIGHT; ++u) {
       const uint32_t k = rp + u * RP;
       if (k >= S) break;
       if (k < n_rot) fma4(vr, wsplit[k], x0[u]);
       else fma4(vp, wsplit[k], x0[u]);
     }
-    // More than kInFlight splits per thread: the rest in batches of kInFlight loads.
-    for (uint32_t k0 = rp + kInFlight * RP; k0 < S; k0 += kInFlight * RP) {
-      float4 x[kInFlight];
+    // More than IN_FLIGHT splits per thread: the rest in batches of IN_FLIGHT loads.
+    for (uint32_t k0 = rp + IN_FLIGHT * RP; k0 < S; k0 += IN_FLIGHT * RP) {
+      float4 x[IN_FLIGHT];
 #pragma unroll
-      for (uint32_t u = 0; u < kInFlight; ++u)
+      for (uint32_t u = 0; u < IN_FLIGHT; ++u)
         if (k0 + u * RP < S) x[u] = acc[size_t(k0 + u * RP) * C4 + c4];
 #pragma unroll
-      for (uint32_t u = 0; u < kInFlight; ++u) {
+      for (uint32_t u = 0; u < IN_FLIGHT; ++u) {
         const uint32_t k = k0 + u * RP;
         if (k >= S) break;
         if (k < n_rot) fma4(vr, wsplit[k], x[u]);
@@ -135,11 +137,11 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(KernelArgs a) {
   float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
   if (R && active) {
 #pragma unroll
-    for (uint32_t i = 0; i < kPrefetchRows; ++i) {
+    for (uint32_t i = 0; i < PRE; ++i) {
       const uint32_t r = rp + i * RP;
       if (r < D) fma4(o, vec_rot[r], rpre[i]);
     }
-    for (uint32_t r = rp + kPrefetchRows * RP; r < D; r += RP)
+    for (uint32_t r = rp + PRE * RP; r < D; r += RP)
       fma4(o, vec_rot[r], *reinterpret_cast<const float4*>(R + size_t(r) * D + 4 * c4));
   }
   part_rot[tid] = o;
@@ -162,7 +164,9 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(KernelArgs a) {
 }  // namespace
 
 void launch_merge(const KernelArgs& a, uint32_t n_seqs, cudaStream_t stream) {
-  check(launch_pdl(merge_kernel, dim3(a.n_q, n_seqs), dim3(kMergeThreads), 0, stream, a), "merge_kernel launch");
+  const dim3 grid(a.n_q, n_seqs);
+  if (a.merge_wide) check(launch_pdl(merge_kernel<512, 16, 8>, grid, dim3(512), 0, stream, a), "merge_kernel launch");
+  else check(launch_pdl(merge_kernel<128, 4, 8>, grid, dim3(128), 0, stream, a), "merge_kernel launch");
 }
 
 }  // namespace kvbits::cuda::decode_detail
