@@ -34,7 +34,8 @@ struct FastGroup {
   uint32_t pw;                   // chunks per 32-bit window (pair tables): floor(30 / 4b)
   uint32_t first, dims;
   float qf;                      // 2^(query exponent): q' * qf lies below 2^15
-  float f;                       // softmax scale * 2^-(table exponent + query exponent)
+  float f;                       // softmax scale * log2(e) * 2^-(table exponent + query exponent):
+                                 // logits in log2 units (the softmax uses exp2)
   uint32_t pad;
 };
 static_assert(sizeof(FastGroup) * kDecodeMaxGroups + 16 <= kFastPrepHeader, "prepared block header");
@@ -462,7 +463,7 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 4 : 2) dec
       for (int nt = 0; nt < NT; ++nt) {
         float p[4];
 #pragma unroll
-        for (int k = 0; k < 4; ++k) p[k] = exp2f(s[mt][nt][k] - mrun[nt][k & 1]);
+        for (int k = 0; k < 4; ++k) p[k] = ex2_approx(s[mt][nt][k] - mrun[nt][k & 1]);
         lrun[nt][0] += p[0] + p[2];
         lrun[nt][1] += p[1] + p[3];
         *reinterpret_cast<uint2*>(pb + (mt * 8 + g8) * GQP + 8 * nt + 2 * t4) =

@@ -37,6 +37,15 @@ __device__ __forceinline__ uint32_t split_hl(float x) {
 
 __device__ __forceinline__ uint32_t dup_lo(uint32_t x) { return __byte_perm(x, 0, 0x1010); }
 
+// 2^x by the special-function unit (ex2.approx.ftz: ~2^-22 relative, results below 2^-126
+// flushed to 0, 2^-inf = 0): the fast kernel's softmax, where exp2f's denormal handling would
+// add three instructions per value.
+__device__ __forceinline__ float ex2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // 2^e for |e| <= 126, exactly.
 __device__ __forceinline__ float exp2i(int e) { return __uint_as_float(uint32_t(127 + e) << 23); }
 
@@ -254,7 +263,7 @@ __device__ __forceinline__ void softmax_rescale(float (&s)[kMt][NT][4], uint32_t
       m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 8));
       m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 16));
       const float mn = fmaxf(mrun[nt][j], m);
-      corr[nt][j] = mn == -INFINITY ? 1.0f : (LOG2 ? exp2f(mrun[nt][j] - mn) : expf(mrun[nt][j] - mn));
+      corr[nt][j] = mn == -INFINITY ? 1.0f : (LOG2 ? ex2_approx(mrun[nt][j] - mn) : expf(mrun[nt][j] - mn));
       mrun[nt][j] = mn;
       lrun[nt][j] *= corr[nt][j];
     }
