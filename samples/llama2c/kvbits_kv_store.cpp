@@ -61,6 +61,23 @@ KvbitsKvStore::KvbitsKvStore(const Config& config, const std::string& plan_path,
   check(kvb_cache_seq_add(cache_.get(), &seq_, &err_), "kvb_cache_seq_add");
 }
 
+double kvbits_bytes_per_token_per_head(const kvb_plan_info& info, int seq_tokens) {
+  const double fp16 = 4.0 * info.head_dim, layers = info.n_layers, fp16_layers = info.n_fp16_layers;
+  if (info.n_layers == 0 || info.n_fp16_layers >= info.n_layers) return fp16;
+  // The packed layers' mean: the plan's mean counts its fp16 layers at 4 * head_dim.
+  const double packed = (info.bytes_per_token_per_head * layers - fp16_layers * fp16) / (layers - fp16_layers);
+  const double tokens = seq_tokens, held = std::min(tokens, double(info.sink_tokens) + double(info.window_tokens));
+  const double quantized_layer = (held * fp16 + (tokens - held) * packed) / tokens;
+  return (fp16_layers * fp16 + (layers - fp16_layers) * quantized_layer) / layers;
+}
+
+double KvbitsKvStore::bytes_per_token_per_head(int seq_tokens) const {
+  if (seq_tokens < 1)
+    throw KvbitsError(KVB_ERR_INVALID_ARGUMENT,
+                      "kvbits store: bytes per token: seq_tokens must be >= 1, got " + std::to_string(seq_tokens));
+  return kvbits_bytes_per_token_per_head(info_, seq_tokens);
+}
+
 kvb_backend KvbitsKvStore::backend() const {
   kvb_backend b = KVB_BACKEND_CPU;
   check(kvb_context_backend(ctx_.get(), &b, nullptr, &err_), "kvb_context_backend");

@@ -33,6 +33,13 @@ class KvbitsError : public std::runtime_error {
 // pairs over the whole head with theta 10000.
 kvb_model_shape kvbits_model_shape(const Config& config);
 
+// Bytes per token per KV head a plan costs over a sequence of seq_tokens (>= 1) tokens: its
+// packed bytes (info.bytes_per_token_per_head, fp16 layers at 4 * head_dim) for the tokens it
+// packs, and 4 * head_dim for the fp16 sink and window rows, the first sink_tokens + window_tokens
+// tokens of the sequence held in fp16 — averaged over the sequence, as KIVI's fp16 residual is
+// (KiviKvStore::bytes_per_token_per_head).
+double kvbits_bytes_per_token_per_head(const kvb_plan_info& info, int seq_tokens);
+
 class KvbitsKvStore final : public KvStore {
  public:
   // Loads `plan_path`, checks it was made for this model and runs on `backend` (CPU by default;
@@ -56,6 +63,8 @@ class KvbitsKvStore final : public KvStore {
   void reset();
 
   const kvb_plan_info& plan_info() const { return info_; }
+  // kvbits_bytes_per_token_per_head of the store's plan; KvbitsError for seq_tokens < 1.
+  double bytes_per_token_per_head(int seq_tokens) const;
   // The backend the store's context runs on (never KVB_BACKEND_AUTO).
   kvb_backend backend() const;
   // kvb_cache_get_stats of the cache (memory in use).

@@ -374,7 +374,9 @@ int run_eval(const std::map<std::string, std::string>& v, const std::map<std::st
     if (i == 0) std::fprintf(stderr, "eval: kvbits caches on the %s backend\n", backend_label(probe.backend()));
     rows[i].setting = setting_name(probe.plan_info());
     rows[i].plan_path = plans[i];
-    rows[i].bytes_per_token_head = probe.plan_info().bytes_per_token_per_head;
+    // Packed bytes, and the fp16 sink / window rows averaged over the held-out sequence (as
+    // KIVI's residual below).
+    rows[i].bytes_per_token_head = probe.bytes_per_token_per_head(o.tokens);
   }
   for (size_t i = 0; i < kivi.size(); ++i) {
     EvalRow& row = rows[plans.size() + i];

@@ -166,6 +166,28 @@ KvbitsError error_of(F f) {
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
+TEST(KvbitsKvStore, BytesPerTokenCountTheFp16SinkAndWindowRows) {
+  // head_dim 8 (fp16 K + V: 32 B), 4 layers of which 1 kept in fp16, the 3 packed ones at 10 B:
+  // the plan's mean counts the fp16 layer at 32 B.
+  kvb_plan_info info{};
+  info.head_dim = 8;
+  info.n_layers = 4;
+  info.n_fp16_layers = 1;
+  info.bytes_per_token_per_head = (32.0 + 3 * 10.0) / 4;
+  EXPECT_DOUBLE_EQ(kvbits_bytes_per_token_per_head(info, 256), 15.5);  // no fp16 rows: the packed mean
+  info.sink_tokens = 4;
+  info.window_tokens = 28;
+  // 32 of 256 tokens in fp16 in every packed layer: (32 * 32 + 224 * 10) / 256 = 12.75 B.
+  EXPECT_DOUBLE_EQ(kvbits_bytes_per_token_per_head(info, 256), (32.0 + 3 * 12.75) / 4);
+  EXPECT_DOUBLE_EQ(kvbits_bytes_per_token_per_head(info, 20), 32.0);  // shorter than sink + window
+  info.n_fp16_layers = 4;
+  EXPECT_DOUBLE_EQ(kvbits_bytes_per_token_per_head(info, 256), 32.0);
+
+  const KvbitsKvStore store(stories_model().config(), plan_file(3, 3));
+  EXPECT_DOUBLE_EQ(store.bytes_per_token_per_head(256), store.plan_info().bytes_per_token_per_head);
+  EXPECT_THROW(store.bytes_per_token_per_head(0), KvbitsError);
+}
+
 TEST(KvbitsKvStore, PlanFilesThatDoNotFitAreClearErrors) {
   const Config& c = stories_model().config();
   const KvbitsError other = error_of([&] { KvbitsKvStore s(c, plan_for_another_model()); });
