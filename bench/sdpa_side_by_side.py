@@ -97,7 +97,9 @@ def time_calls(fn, iters, flush):
 
 def kernel_times(fn, iters, flush):
     """Mean device µs per call of each CUDA kernel fn launches (torch.profiler / CUPTI; the L2
-    flush's own kernel is left out): where a call's time goes, kernel by kernel."""
+    flush's own kernel is left out): where a call's time goes, kernel by kernel. A programmatic
+    dependent launch (kvbits' merge, and its decode launch at small batches) starts early, so its
+    span includes the wait for the launch before it: the spans overlap and do not add up."""
     from torch.profiler import ProfilerActivity, profile
     for _ in range(3):
         fn()
