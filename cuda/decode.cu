@@ -341,11 +341,11 @@ void decode_attention(const DecodeParams& p, void* stream_ptr) {
   a.ws_prep = reinterpret_cast<uint32_t*>(ws + wl.prep);
   a.prep_words = lp.variant == kDecodeVariantFast ? fast_prep_words(lp.mma_chunks, lp.nt) : 0;
   a.pdl = lp.pdl ? 1u : 0u;
+  // Few rows (at most two per SM): a wide merge CTA per row; many rows: small ones, many per SM.
+  a.merge_wide = uint64_t(p.n_seqs) * p.n_q_heads <= 2ull * lp.sms ? 1u : 0u;
   // The fast kernel starts early (its first sub-tile loads overlap the prep launch) only when the
   // prep grid is small: many early blocks land unevenly on the SMs (measured 25 % slower at
   // Llama-3.1-8B 32 x 32K).
-  // Few rows (at most two per SM): a wide merge CTA per row; many rows: small ones, many per SM.
-  a.merge_wide = uint64_t(p.n_seqs) * p.n_q_heads <= 2ull * lp.sms ? 1u : 0u;
   a.pdl_decode = lp.pdl && lp.variant == kDecodeVariantFast && uint64_t(p.n_seqs + 1) * p.n_kv_heads <= 16 ? 1u : 0u;
 
   auto stream = static_cast<cudaStream_t>(stream_ptr);

@@ -91,7 +91,8 @@ __global__ void __launch_bounds__(kPrepThreads) decode_fast_prep_kernel(KernelAr
   // before the barrier (Block-GTQ groups are short; longer rows continue below).
   constexpr uint32_t kPre = 48;
   const bool rotate = !tables && a.q != nullptr;
-  uint32_t g0 = 0, roff0 = 0;
+  uint32_t g0 = 0, first0 = 0, d0 = 0;  // the slot's group, its first slot and dims
+  const float2* rrow = nullptr;         // the slot's row of R_g (float pairs)
   float2 r0[kPre / 2];
   if (rotate) {
     // The raw queries in their own order (no wait on the slot map), permuted after the barrier.
@@ -99,11 +100,12 @@ __global__ void __launch_bounds__(kPrepThreads) decode_fast_prep_kernel(KernelAr
     for (uint32_t idx = tid; idx < D * GQP; idx += kPrepThreads)
       qrot[idx] = (idx >> dshift) < a.gqa ? load_q(a.q, a.q_dtype, row0 * D + idx) : 0.0f;
     for (uint32_t k = tid; k < D; k += kPrepThreads) slot_dim[k] = hd.k_slot_dim[k];
-    while (g0 + 1 < G && sl0 >= hd.k_groups[g0 + 1].first_slot) roff0 += hd.k_groups[g0].dims * hd.k_groups[g0].dims, ++g0;
-    const uint32_t d = hd.k_groups[g0].dims;
-    const float2* R = reinterpret_cast<const float2*>(hd.k_rotation + roff0 + size_t(sl0 - hd.k_groups[g0].first_slot) * d);
+    uint32_t roff = 0;
+    while (g0 + 1 < G && sl0 >= hd.k_groups[g0 + 1].first_slot) roff += hd.k_groups[g0].dims * hd.k_groups[g0].dims, ++g0;
+    first0 = hd.k_groups[g0].first_slot, d0 = hd.k_groups[g0].dims;
+    rrow = reinterpret_cast<const float2*>(hd.k_rotation + roff + size_t(sl0 - first0) * d0);
 #pragma unroll
-    for (uint32_t u = 0; u < kPre / 2; ++u) r0[u] = 2 * u < d ? R[u] : make_float2(0.0f, 0.0f);
+    for (uint32_t u = 0; u < kPre / 2; ++u) r0[u] = 2 * u < d0 ? rrow[u] : make_float2(0.0f, 0.0f);
   } else if (!tables) {  // pre-rotated queries (q_rot)
     for (uint32_t idx = tid; idx < D * GQP; idx += kPrepThreads) {
       const uint32_t i = idx >> dshift, sl = idx & (D - 1u);
@@ -151,11 +153,12 @@ __global__ void __launch_bounds__(kPrepThreads) decode_fast_prep_kernel(KernelAr
   if (tables) {
     // Every word of every table in one flat loop (tables sorted by size, largest first: see
     // fast_lut_offset), so that no thread walks the tables one after another.
-    __shared__ uint32_t t_off[kDecodeMaxGroups + 2];
+    __shared__ uint32_t t_off[kDecodeMaxGroups + 1], t_end[kDecodeMaxGroups + 1];
     __shared__ float t_scale[kDecodeMaxGroups + 1];
     __syncthreads();  // table_max
     if (tid <= G) {
       t_off[tid] = fast_lut_offset(hd, tid);
+      t_end[tid] = t_off[tid] + fast_table_words(fast_table_bits(hd, tid));
       t_scale[tid] = exp2i(prescale(table_max[tid]));
     }
     __syncthreads();
@@ -163,10 +166,8 @@ __global__ void __launch_bounds__(kPrepThreads) decode_fast_prep_kernel(KernelAr
     for (uint32_t k = tid; k < total; k += kPrepThreads) {
       uint32_t tb = 0;  // the table holding word k (none: the zero padding to 4 words)
       bool found = false;
-      for (uint32_t u = 0; u <= G; ++u) {
-        const uint32_t n = fast_table_words(fast_table_bits(hd, u));
-        if (k >= t_off[u] && k < t_off[u] + n) tb = u, found = true;
-      }
+      for (uint32_t u = 0; u <= G; ++u)
+        if (k >= t_off[u] && k < t_end[u]) tb = u, found = true;
       uint32_t w = 0u;
       if (found) {
         const uint32_t bits = fast_table_bits(hd, tb), nc = 1u << bits, e = k - t_off[tb];
@@ -184,16 +185,13 @@ __global__ void __launch_bounds__(kPrepThreads) decode_fast_prep_kernel(KernelAr
     // queries i = part, part + TPS, ...; per query the same order of fp32 FMAs as
     // rotated_queries (the fp32-grade kernel's prologue).
     {  // one slot per thread: kPrepThreads >= D
-      const uint32_t sl = sl0;
-      const uint32_t first = hd.k_groups[g0].first_slot, d = hd.k_groups[g0].dims;
-      const float2* R = reinterpret_cast<const float2*>(hd.k_rotation + roff0 + size_t(sl - first) * d);
       float acc[QPT];
 #pragma unroll
       for (uint32_t qi = 0; qi < QPT; ++qi) acc[qi] = 0.0f;
       // One pair of terms per element pair, in order: the prefetched part of the row from
       // registers, the rest of a long row from global memory.
       auto step = [&](float2 r, uint32_t j) {
-        const float* q0 = stage + (first + j) * GQP;
+        const float* q0 = stage + (first0 + j) * GQP;
 #pragma unroll
         for (uint32_t qi = 0; qi < QPT; ++qi) {
           const uint32_t i = part + qi * TPS;
@@ -202,11 +200,11 @@ __global__ void __launch_bounds__(kPrepThreads) decode_fast_prep_kernel(KernelAr
       };
 #pragma unroll
       for (uint32_t u = 0; u < kPre / 2; ++u)
-        if (2 * u < d) step(r0[u], 2 * u);
-      for (uint32_t j = kPre; j < d; j += 2) step(R[j / 2], j);
+        if (2 * u < d0) step(r0[u], 2 * u);
+      for (uint32_t j = kPre; j < d0; j += 2) step(rrow[j / 2], j);
       float m = 0.0f;
 #pragma unroll
-      for (uint32_t qi = 0; qi < QPT; ++qi) qrot[(part + qi * TPS) * D + sl] = acc[qi], m = fmaxf(m, fabsf(acc[qi]));
+      for (uint32_t qi = 0; qi < QPT; ++qi) qrot[(part + qi * TPS) * D + sl0] = acc[qi], m = fmaxf(m, fabsf(acc[qi]));
       atomicMax(&gmax_bits[g0], __float_as_uint(m));  // non-negative floats order as their bits
     }
   }
@@ -338,10 +336,8 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 4 : 2) dec
   // copied in as the first cp.async group, ahead of the warps' first sub-tiles.
   uint8_t* prep = smem + sp.off_qb;
   uint32_t* lut = reinterpret_cast<uint32_t*>(smem);  // at offset 0: look-ups need no base add
-  // The first sub-tiles do not depend on the prep launch: they are requested first. (Launching
-  // this kernel early with programmatic dependent launch, waiting here, measured no faster at
-  // batch 1 — the kernel is issue-bound — and 25 % slower at Llama 32 x 32K, where CTAs that
-  // start early land unevenly on the SMs; only the merge launch starts early.)
+  // The first sub-tiles do not depend on the prep launch: they are requested first, then the CTA
+  // waits for the prep launch (it starts early only at small grids: KernelArgs::pdl_decode).
   const WarpTiles wt = start_warp_tiles(a, hd, sp, smem, si.n_packed, seq, split);
   const SubTileLayout& st = wt.st;
   pdl_trigger();  // the merge launch may start its blocks (it waits for this launch to end)
@@ -545,7 +541,7 @@ int occupancy(uint32_t smem) {
 }
 
 // Calls f.template operator()<NT, MD, VB>() for the instantiated kernel of (nt, md, vb): a fixed
-// V width for D = 64 / 128 and 2..4 bits (fast_fixed_v_bits), else VB = 0.
+// V width for D = 64 / 128 and 2..4 bits (fixed_v_bits in decode.cu), else VB = 0.
 template <typename F>
 auto dispatch(uint32_t nt, uint32_t md, uint32_t vb, F&& f) {
   if (md == 16) return f.template operator()<1, 16, 0>();  // D = 256 serves GQA <= 8 only (mma_serves)

@@ -16,9 +16,11 @@ namespace kvbits::cuda::decode_detail {
 namespace {
 
 constexpr uint32_t kMergeMaxSplits = kMaxPackedSplits + kMaxFp16Splits;
+constexpr uint32_t kPrefetchRows = 8;  // rows of R_v per thread requested up front (all at D = 128, 512 threads)
 // Two shapes of the launch (KernelArgs::merge_wide): few rows (batch 1: 512 threads, 16 partial
 // loads in flight per thread, all of a 256-split row in one round trip) and many rows (large
-// batches: 128 threads, small enough that many CTAs share an SM while their R_v rows arrive). THREADS / IN_FLIGHT / PRE: threads, partial loads and R_v rows per thread up front.
+// batches: 128 threads, small enough that many CTAs share an SM while their R_v rows arrive).
+// THREADS / IN_FLIGHT: threads, and partial loads per thread requested up front.
 
 template <uint32_t THREADS>
 __device__ __forceinline__ float block_reduce(float v, float* tmp, bool is_max) {
@@ -52,7 +54,7 @@ __device__ __forceinline__ void fma4(float4& acc, float w, const float4& x) {
   acc.w = __fmaf_rn(w, x.w, acc.w);
 }
 
-template <uint32_t THREADS, uint32_t IN_FLIGHT, uint32_t PRE>
+template <uint32_t THREADS, uint32_t IN_FLIGHT>
 __global__ void __launch_bounds__(THREADS) merge_kernel(KernelArgs a) {
   __shared__ float wsplit[kMergeMaxSplits];
   __shared__ float4 part_rot[THREADS], part_plain[THREADS];
@@ -65,9 +67,9 @@ __global__ void __launch_bounds__(THREADS) merge_kernel(KernelArgs a) {
   const uint32_t C4 = D / 4, RP = THREADS / C4, c4 = tid % C4, rp = tid / C4;
   const bool active = rp < RP;
   const float* R = n_rot > 0 ? a.heads[qh / a.gqa].v_rotation : nullptr;
-  float4 rpre[PRE];
+  float4 rpre[kPrefetchRows];
 #pragma unroll
-  for (uint32_t i = 0; i < PRE; ++i) {
+  for (uint32_t i = 0; i < kPrefetchRows; ++i) {
     const uint32_t r = rp + i * RP;
     rpre[i] = R && active && r < D ? *reinterpret_cast<const float4*>(R + size_t(r) * D + 4 * c4)
                                    : make_float4(0.f, 0.f, 0.f, 0.f);
@@ -137,11 +139,11 @@ __global__ void __launch_bounds__(THREADS) merge_kernel(KernelArgs a) {
   float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
   if (R && active) {
 #pragma unroll
-    for (uint32_t i = 0; i < PRE; ++i) {
+    for (uint32_t i = 0; i < kPrefetchRows; ++i) {
       const uint32_t r = rp + i * RP;
       if (r < D) fma4(o, vec_rot[r], rpre[i]);
     }
-    for (uint32_t r = rp + PRE * RP; r < D; r += RP)
+    for (uint32_t r = rp + kPrefetchRows * RP; r < D; r += RP)
       fma4(o, vec_rot[r], *reinterpret_cast<const float4*>(R + size_t(r) * D + 4 * c4));
   }
   part_rot[tid] = o;
@@ -165,8 +167,8 @@ __global__ void __launch_bounds__(THREADS) merge_kernel(KernelArgs a) {
 
 void launch_merge(const KernelArgs& a, uint32_t n_seqs, cudaStream_t stream) {
   const dim3 grid(a.n_q, n_seqs);
-  if (a.merge_wide) check(launch_pdl(merge_kernel<512, 16, 8>, grid, dim3(512), 0, stream, a), "merge_kernel launch");
-  else check(launch_pdl(merge_kernel<128, 4, 8>, grid, dim3(128), 0, stream, a), "merge_kernel launch");
+  if (a.merge_wide) check(launch_pdl(merge_kernel<512, 16>, grid, dim3(512), 0, stream, a), "merge_kernel launch");
+  else check(launch_pdl(merge_kernel<128, 4>, grid, dim3(128), 0, stream, a), "merge_kernel launch");
 }
 
 }  // namespace kvbits::cuda::decode_detail

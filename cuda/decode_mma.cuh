@@ -45,7 +45,7 @@ constexpr uint32_t kFastPrepHeader = 512;  // fast kernel: group descriptors + V
 constexpr uint32_t kFastPrepKev = 480;     // byte offset of the V table exponent in the header
 
 struct MmaSmemPlan {
-  uint32_t buffer, stages, off_buf, off_qb, off_pbuf, off_qstage, off_qrot, off_wm, off_wl, off_wt, off_lut, total;
+  uint32_t buffer, stages, off_buf, off_qb, off_pbuf, off_qstage, off_qrot, off_wm, off_wl, off_wt, total;
 };
 
 // chunks: the most virtual K chunks of any head of the layer (mma_chunks, or fast_chunks for
@@ -58,7 +58,6 @@ __host__ __device__ inline MmaSmemPlan mma_smem_plan(uint32_t buffer, uint32_t D
   MmaSmemPlan p{};
   p.buffer = buffer;
   p.stages = stages;
-  p.off_lut = 0;
   p.off_buf = round16(lut_words * 4);
   uint32_t region = kMmaWarps * stages * buffer;
   region = region > kMmaWarps * gqp * D * 4 ? region : kMmaWarps * gqp * D * 4;

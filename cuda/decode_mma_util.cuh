@@ -385,14 +385,9 @@ template <auto Kernel>
 void launch_mma_kernel(const KernelArgs& a, uint32_t n_kv, uint32_t n_seqs, uint32_t smem, cudaStream_t stream,
                        const std::string& name, bool pdl = false) {
   ensure_smem<Kernel>(smem, name.c_str());
-  cudaError_t e = cudaSuccess;
-  if (pdl) {  // programmatic dependent launch: starts while the previous launch runs (see pdl_wait)
-    KernelArgs b = a;
-    b.pdl = 1;
-    e = launch_pdl(Kernel, dim3(a.splits, n_kv, n_seqs), dim3(kCtaThreads), smem, stream, b);
-  } else {
-    Kernel<<<dim3(a.splits, n_kv, n_seqs), kCtaThreads, smem, stream>>>(a);
-  }
+  KernelArgs b = a;
+  b.pdl = pdl ? 1u : 0u;  // programmatic dependent launch: starts while the previous launch runs (see pdl_wait)
+  cudaError_t e = launch_pdl(Kernel, dim3(a.splits, n_kv, n_seqs), dim3(kCtaThreads), smem, stream, b);
   if (e == cudaSuccess) e = cudaGetLastError();
   if (e != cudaSuccess) {
     cudaFuncAttributes fa{};

@@ -129,7 +129,6 @@ struct Emulated {
   }
 };
 
-
 struct Outcome {
   StatusCode code = StatusCode::ok;
   std::string message;

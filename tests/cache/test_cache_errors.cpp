@@ -14,7 +14,6 @@ using namespace kvbits::cachetest;
 
 namespace {
 
-
 struct ErrorFixture {
   ModelShape shape = make_shape(2, 2, 16);
   std::shared_ptr<const Plan> plan = make_plan(shape);

@@ -12,7 +12,6 @@ using namespace kvbits::cachetest;
 
 namespace {
 
-
 CacheConfig config(uint32_t page_size, uint64_t max_pages, int64_t sink = 0, int64_t window = 0) {
   CacheConfig c;
   c.page_size = page_size;

@@ -17,7 +17,6 @@ using namespace kvbits::cachetest;
 
 namespace {
 
-
 struct Scenario {
   uint32_t layers, kv_heads, group, head_dim, page_size;
   int64_t sink, window;

@@ -22,7 +22,6 @@ namespace transfer = kvbits::cache_detail::transfer;
 
 namespace {
 
-
 CacheConfig config(uint32_t page_size, uint64_t max_pages, int64_t sink, int64_t window, uint32_t b = 0,
                    uint32_t e = 0) {
   CacheConfig c;
