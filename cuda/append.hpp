@@ -61,8 +61,20 @@ struct AppendEntry {
 
 // One packed (token) of the call, in the order of AppendPlan::packed.
 struct AppendToken {
+  static constexpr uint32_t kFromRing = ~0u;
   uint32_t entry = 0, t = 0;  // sequence entry and position
   uint32_t page = 0, row = 0; // where it goes (the page after copy-on-write)
+  uint32_t src = 0;           // its input row, or kFromRing (a token leaving the fp16 window)
+};
+
+// Device state of the single-launch append (append_step): the call's error word, how many of
+// its blocks have finished, and the call's outcome for the host. One per cache; the block that
+// finishes last resets it for the next call.
+struct AppendStepState {
+  unsigned long long error = ~0ull;   // AppendError::kNone between calls
+  unsigned long long result = ~0ull;  // the last call's error word
+  uint32_t arrived = 0;
+  uint32_t pad = 0;
 };
 
 // Copy-on-write of one page: rows [0, rows[l]) of every array of every head of layer l.
@@ -103,6 +115,10 @@ struct AppendParams {
   const uint32_t* copy_rows = nullptr;  // n_copies * n_layers
   const WordWrite* words = nullptr;
   uint32_t n_words = 0;
+  // Single-launch path (append_step): its state, and whether the call may change the cache
+  // (false when the pages do not fit: the launch then only checks, for the error order).
+  AppendStepState* step = nullptr;
+  bool commit = true;
 };
 
 // The error word: the smallest key over every problem found, which is the problem the CPU
@@ -128,5 +144,15 @@ uint32_t append_tokens_per_block(const AppendParams& p);
 void append_encode(const AppendParams& p, void* stream);
 // Enqueues the commit launches (the copies' only when there are copies).
 void append_commit(const AppendParams& p, void* stream);
+
+// The single-launch append (append_step.cu) for small calls such as a decode step: check,
+// encode straight into the page rows, and, in the block that finishes last, either the fp16
+// rows and bookkeeping words (no error) or zeroing the rows written (error: they were zero,
+// docs/cache-layout.md §10), then p.step->result = the error word. Applies to quantized layers
+// with head_dim <= 128, calls of at most kAppendStepMaxTokens packed tokens and no
+// copy-on-write copies.
+constexpr uint32_t kAppendStepMaxTokens = 64;
+bool append_step_applies(const AppendParams& p);
+void append_step(const AppendParams& p, void* stream);
 
 }  // namespace kvbits::cuda

@@ -121,7 +121,9 @@ AppendCall describe_append(const Cache::Impl& m, const AppendPlan& plan) {
         if (st->index == idx) page = st->page, found = true;
       if (!found) page = plan.entries[pt.entry].seq->pages[idx];
     }
-    c.tokens[i] = {pt.entry, pt.t, page, m.page_row(pt.t)};
+    const SeqAppend& e = plan.entries[pt.entry];
+    const uint32_t src = pt.t < e.len0 ? AppendToken::kFromRing : uint32_t(e.first_row + (pt.t - e.len0));
+    c.tokens[i] = {pt.entry, pt.t, page, m.page_row(pt.t), src};
   }
   if (plan.pages_fit)
     for (const PageStep& st : plan.page_steps) {

@@ -133,6 +133,8 @@ void CudaCache::attach() {
   heads_host_ = std::move(t.heads);
   max_cb_ = std::move(t.max_cb);
   heads_ = DeviceBlock(heads_host_.data(), heads_host_.size() * sizeof(AppendHead));
+  const AppendStepState step_state;
+  step_state_ = DeviceBlock(&step_state, sizeof step_state);
 
   // ---- decode descriptors per layer ----
   decode_tables_.resize(L);
@@ -400,25 +402,32 @@ void CudaCache::append(AppendPlan& plan, const void* k, const void* v, void* str
   ap.words = reinterpret_cast<const WordWrite*>(w + o_words);
   ap.n_words = uint32_t(words.size());
 
-  // ---- check and encode, then the one wait of an append ----
+  // ---- check and encode (and, single-launch, commit), then the one wait of an append ----
   auto mark = [&](int i) {
     if (events_[i]) check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(events_[i]), s), "cudaEventRecord");
   };
+  ap.step = step_state_.as<AppendStepState>();
+  ap.commit = plan.pages_fit;
+  const bool single = append_step_applies(ap);
+  if (single) ap.error = &ap.step->error;
   mark(0);
-  append_encode(ap, s);
+  if (single) append_step(ap, s);
+  else append_encode(ap, s);
   mark(1);
-  check_cuda(cudaMemcpyAsync(call.pinned(), ap.error, 8, cudaMemcpyDeviceToHost, s), "append: read back the error word");
+  const void* outcome = single ? static_cast<const void*>(&ap.step->result) : ap.error;
+  check_cuda(cudaMemcpyAsync(call.pinned(), outcome, 8, cudaMemcpyDeviceToHost, s), "append: read back the error word");
   call.sync();
   unsigned long long key = 0;
   std::memcpy(&key, call.pinned(), 8);
-  // The CPU backend's order: values, then capacity, then fp16 scales.
+  // The CPU backend's order: values, then capacity, then fp16 scales. An error left the device
+  // cache as it was (the single launch zeroed the rows it had written).
   if (key != AppendError::kNone && key < AppendError::kScaleBase) throw_append_error(m, plan, key);
   if (!plan.pages_fit) cache_detail::capacity_error(m, plan);
   if (key != AppendError::kNone) throw_append_error(m, plan, key);
 
   // ---- commit: device, then the host bookkeeping (nothing below fails but the launch) ----
   mark(2);
-  append_commit(ap, s);
+  if (!single) append_commit(ap, s);
   mark(3);
   for (SeqAppend& p : plan.entries)
     if (p.new_block) p.seq->layers[layer].fp16 = std::move(p.new_block);

@@ -103,6 +103,7 @@ class CudaCache final : public cache_detail::DeviceCache {
   uint32_t n_layers_, n_heads_, head_dim_;
   DeviceBlock pool_;
   DeviceBlock heads_, tables_;  // AppendHead[L * H]; their slot_dim / rot / cent / bnd
+  DeviceBlock step_state_;      // AppendStepState of the single-launch append
   std::vector<AppendHead> heads_host_;
   std::vector<uint32_t> max_cb_;  // per layer
   std::vector<std::unique_ptr<DecodeTables>> decode_tables_;  // per quantized layer

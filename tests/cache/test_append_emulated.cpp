@@ -16,6 +16,7 @@
 #include "cache/cache_impl.hpp"
 #include "cache_test_util.hpp"
 #include "cuda/append_body.cuh"
+#include "cuda/append_step.cuh"
 #include "cuda/append_tables.hpp"
 #include "kvbits/half.hpp"
 #include "kvbits/status.hpp"
@@ -73,6 +74,35 @@ void emulate_commit(const AppendParams& p) {
     for (uint32_t tid = 0; tid < kThreads; ++tid) commit_block(p, g, b, tid, kThreads);
 }
 
+// The single-launch kernel (cuda/append_step.cu): item blocks phase by phase, check blocks,
+// then the finishing block; p.step->result holds the call's error word afterwards.
+void emulate_step(const AppendParams& p) {
+  using namespace step_body;
+  const uint32_t H = p.n_heads, items = p.n_tokens * H, checks = (p.rows + kCheckRows - 1) / kCheckRows;
+  std::vector<float> tables(size_t(2) * p.max_cb + 1);
+  std::vector<StepRegs> regs(kStepThreads);
+  for (uint32_t b = 0; b < items + checks * H; ++b) {
+    if (!step_item_block(p, b)) {
+      const uint32_t c = b - items;
+      for (uint32_t tid = 0; tid < kStepThreads; ++tid) check_rows(p, 0, c / H, c % H, tid, kStepThreads);
+      continue;
+    }
+    // Shared memory starts as NaN bytes: a phase reading what nobody wrote shows up.
+    auto s = std::make_unique<StepShared>();
+    std::memset(static_cast<void*>(s.get()), 0xFF, sizeof(StepShared));
+    std::fill(tables.begin(), tables.end(), NAN);
+    float* cent = tables.data();
+    float* bnd = cent + p.max_cb;
+    for (uint32_t tid = 0; tid < kStepThreads; ++tid) step_begin(p, *s, cent, bnd, b, tid, regs[tid]);
+    for (uint32_t tid = 0; tid < kStepThreads; ++tid) step_place(p, *s, tid, regs[tid]);
+    for (uint32_t tid = 0; tid < kStepThreads; ++tid) step_dots(p, *s, tid, regs[tid]);
+    for (uint32_t tid = 0; tid < kStepThreads; ++tid) step_codes(p, *s, cent, bnd, tid, regs[tid]);
+    for (uint32_t tid = 0; tid < kStepThreads; ++tid) step_store(p, *s, b, tid, regs[tid]);
+  }
+  const unsigned long long error = p.step->error;
+  for (uint32_t tid = 0; tid < kStepThreads; ++tid) step_finish_call(p, error, tid, kStepThreads);
+}
+
 // ---- a CPU cache appended the way the CUDA cache appends (cuda/device_cache.cpp) ----
 
 struct Emulated {
@@ -82,6 +112,9 @@ struct Emulated {
   Cache& cache;
   AppendTables tables;
   bool force_exact = false;
+  bool single = false;  // take the single-launch path where it applies
+  AppendStepState state;
+  size_t single_calls = 0, in_place_calls = 0;
 
   void append(uint32_t layer, const std::vector<uint64_t>& seqs, const std::vector<uint32_t>& n, const void* k,
               const void* v, DType dtype) {
@@ -113,7 +146,22 @@ struct Emulated {
     ap.force_exact = force_exact;
     ap.copies = d.copies.data(), ap.n_copies = uint32_t(d.copies.size());
     ap.copy_rows = d.copy_rows.data();
-    emulate_encode(ap);
+    ap.step = &state;
+    // The device's single launch writes rows before any host bookkeeping. Host pools zero a
+    // page when it is taken, so a call that takes pages runs a launch that only checks first
+    // and the one that writes after the bookkeeping; a call that takes none runs the one
+    // launch as the device does (on an error it zeroes the rows it wrote).
+    const bool one_launch = single && append_step_applies(ap);
+    const bool in_place = one_launch && plan.page_steps.empty();
+    if (one_launch) {
+      ap.error = &state.error;
+      ap.commit = in_place && plan.pages_fit;
+      emulate_step(ap);
+      error = state.result;
+      in_place_calls += in_place;
+    } else {
+      emulate_encode(ap);
+    }
     if (error != AppendError::kNone && error < AppendError::kScaleBase) throw_append_error(m, plan, error);
     if (!plan.pages_fit) cache_detail::capacity_error(m, plan);
     if (error != AppendError::kNone) throw_append_error(m, plan, error);
@@ -121,7 +169,15 @@ struct Emulated {
     for (cache_detail::SeqAppend& p : plan.entries)
       if (p.new_block) p.seq->layers[layer].fp16 = std::move(p.new_block);
     cache_detail::commit_page_steps(m, plan, [](const cache_detail::PageStep&) {});
-    emulate_commit(ap);
+    if (one_launch) {
+      ap.commit = true;
+      if (!in_place) emulate_step(ap);
+      EXPECT_EQ(state.result, AppendError::kNone);
+      EXPECT_EQ(state.error, AppendError::kNone);
+      ++single_calls;
+    } else {
+      emulate_commit(ap);
+    }
     for (cache_detail::SeqAppend& p : plan.entries) {
       p.seq->layers[layer].len = p.len1;
       p.seq->layers[layer].qend = p.qend1;
@@ -196,13 +252,15 @@ struct Spec {
   double k_bits = 3.0;
   int v_bits = 3;
   bool fp16_layer = false, exact = false;
+  bool single = false;  // the emulator takes the single-launch path where it applies
   uint64_t seed = 1;
 };
 
 // The same calls on a CPU cache and on an emulated one; forks and removes in between.
 void run(const Spec& s) {
   SCOPED_TRACE("kv=" + std::to_string(s.kv) + " D=" + std::to_string(s.D) + " P=" + std::to_string(s.P) +
-               " S=" + std::to_string(s.S) + " W=" + std::to_string(s.W) + " seed=" + std::to_string(s.seed));
+               " S=" + std::to_string(s.S) + " W=" + std::to_string(s.W) + " seed=" + std::to_string(s.seed) +
+               (s.single ? " single launch" : ""));
   ModelShape sh = cachetest::make_shape(2, s.kv, s.D);
   PlanOptions o;
   o.k_avg_bits = s.k_bits, o.v_bits = s.v_bits, o.sink_tokens = s.S, o.window_tokens = s.W;
@@ -213,6 +271,7 @@ void run(const Spec& s) {
   Cache a(plan, ctx(), cfg), b(plan, ctx(), cfg);
   Emulated em(b);
   em.force_exact = s.exact;
+  em.single = s.single;
   std::mt19937_64 rng(s.seed * 31);
   std::vector<uint64_t> live;
   for (uint32_t i = 0; i < s.batch; ++i) {
@@ -255,6 +314,9 @@ void run(const Spec& s) {
       live.erase(live.begin() + std::ptrdiff_t(i));
     }
   }
+  if (s.single && s.D <= 128 && !s.fp16_layer) {
+    EXPECT_GT(em.single_calls, 0u) << "no call took the single launch";
+  }
 }
 
 }  // namespace
@@ -272,10 +334,12 @@ TEST(AppendEmulated, MatchesTheCpuBackendBitForBit) {
   add(2, 64, 7, 0, 9, 2.5, 3);
   add(1, 256, 64, 3, 0, 3.0, 3);
   add(3, 16, 1, 1, 1, 1.5, 1);
-  for (const Spec& s : specs) {
-    run(s);
-    if (HasFatalFailure()) return;
-  }
+  for (Spec& s : specs)
+    for (bool single : {false, true}) {
+      s.single = single;
+      run(s);
+      if (HasFatalFailure()) return;
+    }
 }
 
 TEST(AppendEmulated, PrefillTilesOfSixteen) {
@@ -289,6 +353,8 @@ TEST(AppendEmulated, Fp16LayerAndExactPath) {
   s.fp16_layer = true, s.W = 5, s.S = 1, s.seed = 31;
   run(s);
   s.fp16_layer = false, s.exact = true, s.seed = 32;
+  run(s);
+  s.single = true;
   run(s);
 }
 
@@ -344,21 +410,22 @@ TEST(AppendEmulated, BadValuesGiveTheCpuError) {
   PlanOptions o;
   o.sink_tokens = 2, o.window_tokens = 3;
   const auto plan = cachetest::make_plan(sh, o, 9);
-  for (int where = 0; where < 5; ++where) {
+  for (int where = 0; where < 10; ++where) {
     CacheConfig cfg;
-    cfg.page_size = 4, cfg.max_pages = where == 4 ? 1 : 64;
+    cfg.page_size = 4, cfg.max_pages = where % 5 == 4 ? 1 : 64;
     Cache a(plan, ctx(), cfg), b(plan, ctx(), cfg);
     Emulated em(b);
+    em.single = where >= 5;
     std::vector<uint64_t> seqs;
     for (int i = 0; i < 3; ++i) seqs.push_back(a.add_sequence()), b.add_sequence();
-    std::mt19937_64 rng(where);
+    std::mt19937_64 rng(where % 5);
     const std::vector<uint32_t> n = {6, 1, 9};
     auto k = values(rng, 16 * 64, 64), v = values(rng, 16 * 64, 64);
-    if (where == 0) k[3 * 64 + 32 + 7] = NAN;          // a packed token
-    if (where == 1) v[0 * 64 + 5] = INFINITY;          // a sink token
-    if (where == 2) v[15 * 64 + 40] = 1e6f;            // fp16 range (window)
-    if (where == 3) k[10 * 64 + 1] = -NAN, v[2 * 64] = NAN;  // the first one wins
-    // where == 4: one page is not enough
+    if (where % 5 == 0) k[3 * 64 + 32 + 7] = NAN;          // a packed token
+    if (where % 5 == 1) v[0 * 64 + 5] = INFINITY;          // a sink token
+    if (where % 5 == 2) v[15 * 64 + 40] = 1e6f;            // fp16 range (window)
+    if (where % 5 == 3) k[10 * 64 + 1] = -NAN, v[2 * 64] = NAN;  // the first one wins
+    // where % 5 == 4: one page is not enough
     const Outcome x = outcome_of([&] { a.append(1, seqs.data(), n.data(), 3, k.data(), v.data(), DType::f32); });
     const Outcome y = outcome_of([&] { em.append(1, seqs, n, k.data(), v.data(), DType::f32); });
     EXPECT_NE(x.code, StatusCode::ok) << where;
@@ -371,19 +438,62 @@ TEST(AppendEmulated, BadValuesGiveTheCpuError) {
   const auto plan2 = cachetest::make_plan(sh, o2, 10);
   CacheConfig cfg;
   cfg.page_size = 4, cfg.max_pages = 64;
-  Cache a(plan2, ctx(), cfg), b(plan2, ctx(), cfg);
-  Emulated em(b);
-  const uint64_t id = a.add_sequence();
-  b.add_sequence();
-  std::mt19937_64 rng(1);
-  auto k = values(rng, 5 * 64, 64), v = values(rng, 5 * 64, 64);
-  for (uint32_t d = 0; d < 32; ++d) v[2 * 64 + 32 + d] = 3e5f;
-  const uint32_t five = 5;
-  const Outcome x = outcome_of([&] { a.append(0, &id, &five, 1, k.data(), v.data(), DType::f32); });
-  const Outcome y = outcome_of([&] { em.append(0, {id}, {five}, k.data(), v.data(), DType::f32); });
-  EXPECT_EQ(x.code, StatusCode::invalid_argument) << x.message;
-  EXPECT_EQ(y.message, x.message);
-  expect_same(a, b, "after a refused append");
+  for (bool single : {false, true}) {
+    Cache a(plan2, ctx(), cfg), b(plan2, ctx(), cfg);
+    Emulated em(b);
+    em.single = single;
+    const uint64_t id = a.add_sequence();
+    b.add_sequence();
+    std::mt19937_64 rng(1);
+    auto k = values(rng, 5 * 64, 64), v = values(rng, 5 * 64, 64);
+    for (uint32_t d = 0; d < 32; ++d) v[2 * 64 + 32 + d] = 3e5f;
+    const uint32_t five = 5;
+    const Outcome x = outcome_of([&] { a.append(0, &id, &five, 1, k.data(), v.data(), DType::f32); });
+    const Outcome y = outcome_of([&] { em.append(0, {id}, {five}, k.data(), v.data(), DType::f32); });
+    EXPECT_EQ(x.code, StatusCode::invalid_argument) << x.message;
+    EXPECT_EQ(y.message, x.message);
+    expect_same(a, b, "after a refused append");
+  }
+}
+
+TEST(AppendEmulated, SingleLaunchRefusalZeroesTheRowsItWrote) {
+  // Calls that fit in pages the sequences own run the single launch as the device does: it
+  // writes rows in place and, on an error, writes them back to zero. The pages must then hold
+  // exactly the bytes of the CPU cache that refused the same call; later calls still agree.
+  ModelShape sh = cachetest::make_shape(2, 2, 64);
+  for (int with_window = 0; with_window < 2; ++with_window) {
+    PlanOptions o;
+    o.window_tokens = with_window ? 3 : 0;
+    const auto plan = cachetest::make_plan(sh, o, 12);
+    CacheConfig cfg;
+    cfg.page_size = 32, cfg.max_pages = 64;
+    Cache a(plan, ctx(), cfg), b(plan, ctx(), cfg);
+    Emulated em(b);
+    em.single = true;
+    const std::vector<uint64_t> ids = {a.add_sequence(), a.add_sequence()};
+    b.add_sequence(), b.add_sequence();
+    std::mt19937_64 rng(5 + with_window);
+    const uint32_t row = 2 * 64;
+    auto both = [&](const std::vector<uint32_t>& n, const std::vector<float>& k, const std::vector<float>& v) {
+      const Outcome x = outcome_of([&] { a.append(0, ids.data(), n.data(), 2, k.data(), v.data(), DType::f32); });
+      const Outcome y = outcome_of([&] { em.append(0, ids, n, k.data(), v.data(), DType::f32); });
+      EXPECT_EQ(y.code, x.code) << y.message;
+      EXPECT_EQ(y.message, x.message);
+      expect_same(a, b, x.message.empty() ? "accepted" : x.message);
+      return x.code;
+    };
+    ASSERT_EQ(both({5, 7}, values(rng, 12 * row, row), values(rng, 12 * row, row)), StatusCode::ok);
+    const size_t before = em.in_place_calls;
+    for (int bad = 0; bad < 3; ++bad) {
+      auto k = values(rng, 4 * row, row), v = values(rng, 4 * row, row);
+      if (bad == 0) k[3 * row + 70] = NAN;                                  // the last token
+      if (bad == 1) v[1 * row + 3] = -INFINITY;                             // the first sequence
+      if (bad == 2) for (uint32_t d = 0; d < 64; ++d) v[2 * row + 64 + d] = 3e5f;  // a V scale
+      EXPECT_EQ(both({2, 2}, k, v), StatusCode::invalid_argument) << bad;
+    }
+    EXPECT_EQ(both({2, 2}, values(rng, 4 * row, row), values(rng, 4 * row, row)), StatusCode::ok);
+    EXPECT_EQ(em.in_place_calls, before + 4) << "the calls must run in place";
+  }
 }
 
 TEST(AppendEmulated, ExactChainsAreTheCanonicalSums) {

@@ -273,6 +273,42 @@ TEST_F(GpuCache, ScaleOverflowLeavesBothCachesUnchanged) {
       StatusCode::invalid_argument, "too large for an fp16 scale", true);
 }
 
+TEST_F(GpuCache, SingleLaunchRefusalLeavesBothCachesUnchanged) {
+  // Calls without copy-on-write take the single launch (cuda/append_step.cu): rows are
+  // written in place, and zeroed again when the call is refused. Decode steps and a call that
+  // takes a new page, with and without an fp16 window (tokens leaving it are packed from the ring).
+  for (int where = 0; where < 4; ++where) {
+    SCOPED_TRACE("case " + std::to_string(where));
+    const bool window = where >= 2;
+    Filled f = filled(window ? 2 : 0, window ? 4 : 0, 64);
+    std::mt19937_64 rng(11 + where);
+    const std::vector<uint64_t> seqs = {f.seqs[0], f.seqs[2]};
+    const std::vector<uint32_t> n = {where % 2 ? 3u : 1u, where % 2 ? 6u : 1u};
+    const uint32_t rows = n[0] + n[1], last = rows - 1;
+    const auto k = values(rng, rows * f.row, f.row), v = values(rng, rows * f.row, f.row);
+    auto bad_k = k, bad_v = v;
+    const char* want = "non-finite";
+    if (where == 0) bad_k[0 * f.row + 64 + 5] = NAN;
+    if (where == 1) {
+      for (uint32_t d = 0; d < 64; ++d) bad_v[last * f.row + 64 + d] = 2e5f;
+      want = "too large for an fp16 scale";
+    }
+    if (where == 2) bad_v[last * f.row + 9] = -INFINITY;
+    if (where == 3) bad_k[last * f.row + 70] = 1e5f, want = "outside the fp16 range";
+    const auto [a, b] = f.pair->append(0, seqs, n, bad_k, bad_v, DType::f32, true);
+    EXPECT_EQ(a.code, StatusCode::invalid_argument) << a.message;
+    EXPECT_EQ(b.code, a.code) << b.message;
+    EXPECT_EQ(b.message, a.message);
+    EXPECT_NE(b.message.find(want), std::string::npos) << b.message;
+    f.pair->expect_identical("after a refused append");
+    const auto [c, d] = f.pair->append(0, seqs, n, k, v, DType::f32, true);
+    EXPECT_EQ(c.code, StatusCode::ok) << c.message;
+    EXPECT_EQ(d.code, StatusCode::ok) << d.message;
+    f.pair->expect_identical("after the same call without the bad value");
+    if (HasFatalFailure()) return;
+  }
+}
+
 TEST_F(GpuCache, CapacityExhaustedLeavesBothCachesUnchanged) {
   Filled f = filled(0, 0, 9, 4);
   std::mt19937_64 rng(3);
