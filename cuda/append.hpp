@@ -153,6 +153,15 @@ void append_commit(const AppendParams& p, void* stream);
 // copy-on-write copies.
 constexpr uint32_t kAppendStepMaxTokens = 64;
 bool append_step_applies(const AppendParams& p);
-void append_step(const AppendParams& p, void* stream);
+
+// A small call's tokens and its layer's heads, passed to the single launch as a kernel
+// parameter (3.4 KB) when they fit: its first loads then depend on nothing in memory.
+struct AppendStepInline {
+  static constexpr uint32_t kTokens = 32, kHeads = 8;
+  AppendToken tokens[kTokens];
+  AppendHead heads[kHeads];
+};
+// `in` may be null (the kernel then reads p.tokens and p.heads).
+void append_step(const AppendParams& p, const AppendStepInline* in, void* stream);
 
 }  // namespace kvbits::cuda

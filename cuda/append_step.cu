@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <type_traits>
 
 #include "cuda/append.hpp"
 #include "cuda/append_step.cuh"
@@ -20,7 +21,12 @@ namespace {
 
 using namespace step_body;
 
-__global__ void __launch_bounds__(kStepThreads, 1) append_step_kernel(AppendParams p) {
+// kInline: the call's tokens and this layer's heads come as a kernel parameter (small calls),
+// so the first loads of a block depend on nothing but the parameters.
+template <bool kInline>
+__global__ void __launch_bounds__(kStepThreads, 1)
+    append_step_kernel(const __grid_constant__ AppendParams p,
+                       const __grid_constant__ std::conditional_t<kInline, AppendStepInline, char> in) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ StepShared s;
   const uint32_t b = blockIdx.x, tid = threadIdx.x;
@@ -28,7 +34,9 @@ __global__ void __launch_bounds__(kStepThreads, 1) append_step_kernel(AppendPara
     float* cent = reinterpret_cast<float*>(smem);
     float* bnd = cent + p.max_cb;
     StepRegs g;
-    step_begin(p, s, cent, bnd, b, tid, g);
+    const uint32_t t = b / p.n_heads, h = b % p.n_heads;
+    if constexpr (kInline) step_begin(p, in.heads[h], in.tokens[t], s, cent, bnd, b, tid, g);
+    else step_begin(p, p.heads[size_t(p.layer) * p.n_heads + h], p.tokens[t], s, cent, bnd, b, tid, g);
     __syncthreads();
     step_place(p, s, tid, g);
     __syncthreads();
@@ -54,6 +62,18 @@ __global__ void __launch_bounds__(kStepThreads, 1) append_step_kernel(AppendPara
   if (s.last) step_finish_call(p, s.error, tid, kStepThreads);
 }
 
+template <bool kInline, class In>
+void launch_step(const AppendParams& p, const In& in, unsigned blocks, size_t smem, cudaStream_t stream) {
+  static std::atomic<size_t> raised{0};  // per instantiation
+  if (smem > raised.load()) {
+    check_cuda(cudaFuncSetAttribute(append_step_kernel<kInline>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+               "append: cudaFuncSetAttribute");
+    raised.store(smem);
+  }
+  append_step_kernel<kInline><<<blocks, kStepThreads, smem, stream>>>(p, in);
+  check_cuda(cudaGetLastError(), "append: single launch");
+}
+
 }  // namespace
 
 bool append_step_applies(const AppendParams& p) {
@@ -61,7 +81,7 @@ bool append_step_applies(const AppendParams& p) {
          (p.n_tokens > 0 || p.rows > 0);
 }
 
-void append_step(const AppendParams& p, void* stream_ptr) {
+void append_step(const AppendParams& p, const AppendStepInline* in, void* stream_ptr) {
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
   if (!append_step_applies(p)) fail(StatusCode::internal, "append: the single-launch path does not apply");
   const uint32_t checks = (p.rows + kCheckRows - 1) / kCheckRows;
@@ -69,14 +89,11 @@ void append_step(const AppendParams& p, void* stream_ptr) {
   if (blocks == 0) fail(StatusCode::internal, "append: empty single-launch call");
   if (blocks > 0x7FFFFFFFull) fail(StatusCode::unsupported, "append: too many rows for one launch");
   const size_t smem = size_t(p.max_cb) * 8;
-  static std::atomic<size_t> raised{0};
-  if (smem > raised.load()) {
-    check_cuda(cudaFuncSetAttribute(append_step_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
-               "append: cudaFuncSetAttribute");
-    raised.store(smem);
+  if (in) {
+    launch_step<true>(p, *in, unsigned(blocks), smem, stream);
+  } else {
+    launch_step<false>(p, char(0), unsigned(blocks), smem, stream);
   }
-  append_step_kernel<<<unsigned(blocks), kStepThreads, smem, stream>>>(p);
-  check_cuda(cudaGetLastError(), "append: single launch");
 }
 
 }  // namespace kvbits::cuda

@@ -42,7 +42,8 @@ struct StepShared {
 // What one thread keeps across the barriers (registers on the device).
 struct StepRegs {
   AppendToken tok;
-  uint32_t m = 0;    // its matrix, and its row in it
+  Matrix mt{};       // its matrix (an output's, or a chain lane's)
+  uint32_t m = 0;    // that matrix's index, and the output's row in it
   uint32_t r = 0;
   uint32_t sd = 0;   // the xin index its hp-order value comes from
   float s = 0.0f;    // the fast dot
@@ -53,8 +54,12 @@ KVB_HD bool step_item_block(const AppendParams& p, uint32_t b) { return b < p.n_
 
 // Matrix m of the head (K groups, then V), with its place in xs.
 KVB_HD Matrix step_matrix(const AppendHead& hd, uint32_t D, uint32_t m) {
-  uint32_t xoff = 0;
-  for (uint32_t i = 0; i < m && i < hd.n_k_groups; ++i) xoff += (hd.k[i].dims + 3) & ~3u;
+  uint32_t xoff = 0;  // independent loads, no loop-carried address
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+  for (uint32_t i = 0; i < kAppendMaxGroups; ++i)
+    if (i < m && i < hd.n_k_groups) xoff += (hd.k[i].dims + 3) & ~3u;
   if (m < hd.n_k_groups) {
     const AppendGroup& g = hd.k[m];
     return {g.bits, g.first, g.dims, g.byte_offset, g.rot_offset, g.cb_offset, xoff, g.first};
@@ -78,15 +83,21 @@ KVB_HD uint32_t step_matrix_of(const AppendHead& hd, uint32_t D, uint32_t o) {
 // (one line that every thread shares) rather than after a copy of it: the token, the head's
 // words for the later phases, the thread's input value (checked, and rounded through fp16
 // when there is a window), slot order, rotation row, and the codebooks.
-KVB_HD void step_begin(const AppendParams& p, StepShared& s, float* cent, float* bnd, uint32_t item, uint32_t tid,
-                       StepRegs& g) {
+// gh and tok are the item's head and token, wherever the launch keeps them (kernel parameters
+// for small calls, else p.heads / p.tokens).
+KVB_HD void step_begin(const AppendParams& p, const AppendHead& gh, const AppendToken& tok, StepShared& s, float* cent,
+                       float* bnd, uint32_t item, uint32_t tid, StepRegs& g) {
   const uint32_t H = p.n_heads, D = p.head_dim, h = item % H;
-  const AppendHead& gh = p.heads[size_t(p.layer) * H + h];
   if (tid < kHeadWords) s.head_words[tid] = reinterpret_cast<const uint32_t*>(&gh)[tid];
-  g.tok = p.tokens[item / H];
+  g.tok = tok;
+  if (tid >= kStepOutputs && tid - kStepOutputs <= gh.n_k_groups) {
+    g.m = tid - kStepOutputs;
+    g.mt = step_matrix(gh, D, g.m);
+  }
   if (tid < 2 * D) {
     g.m = step_matrix_of(gh, D, tid);
     const Matrix mt = step_matrix(gh, D, g.m);
+    g.mt = mt;
     g.r = tid - mt.code_base;
     g.sd = tid < D ? gh.slot_dim[tid] : tid;
     const float4* R4 = reinterpret_cast<const float4*>(gh.rot + mt.rot_offset) + g.r;
@@ -123,11 +134,10 @@ KVB_HD void step_place(const AppendParams& p, StepShared& s, uint32_t tid, const
   const uint32_t D = p.head_dim;
   if (tid < 2 * D) {
     const float v = s.xin[g.sd];
-    s.xs[step_matrix(hd, D, g.m).xoff + g.r] = v;
+    s.xs[g.mt.xoff + g.r] = v;
     s.sq[tid] = double(v) * double(v);
   } else if (tid >= kStepOutputs && tid - kStepOutputs <= hd.n_k_groups) {
-    const Matrix mt = step_matrix(hd, D, tid - kStepOutputs);
-    for (uint32_t j = mt.dims; j < ((mt.dims + 3) & ~3u); ++j) s.xs[mt.xoff + j] = 0.0f;
+    for (uint32_t j = g.mt.dims; j < ((g.mt.dims + 3) & ~3u); ++j) s.xs[g.mt.xoff + j] = 0.0f;
   }
 }
 
@@ -155,7 +165,7 @@ KVB_HD void step_dots(const AppendParams& p, StepShared& s, uint32_t tid, StepRe
   const AppendHead& hd = s.head();
   const uint32_t D = p.head_dim;
   if (tid < 2 * D) {
-    const Matrix mt = step_matrix(hd, D, g.m);
+    const Matrix& mt = g.mt;
     const uint32_t n_jb = (mt.dims + 3) / 4;
     const float4* x4 = reinterpret_cast<const float4*>(s.xs + mt.xoff);
     float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
@@ -172,9 +182,7 @@ KVB_HD void step_dots(const AppendParams& p, StepShared& s, uint32_t tid, StepRe
       }
     g.s = (a0 + a1) + (a2 + a3);
   } else if (tid >= kStepOutputs && tid - kStepOutputs <= hd.n_k_groups) {
-    const uint32_t m = tid - kStepOutputs;
-    const Matrix mt = step_matrix(hd, D, m);
-    s.nrm[m] = sqrt(step_chain(s.sq + mt.code_base, mt.dims));
+    s.nrm[g.m] = sqrt(step_chain(s.sq + g.mt.code_base, g.mt.dims));
   }
 }
 
@@ -184,7 +192,7 @@ KVB_HD void step_codes(const AppendParams& p, StepShared& s, const float* cent, 
   const AppendHead& hd = s.head();
   const uint32_t D = p.head_dim;
   if (tid >= 2 * D) return;
-  const Matrix mt = step_matrix(hd, D, g.m);
+  const Matrix& mt = g.mt;
   const uint32_t code =
       exact_or_fast(g.s, s.nrm[g.m], mt, g.r, hd.rot, s.xs + mt.xoff, bnd + mt.cb_offset, p.force_exact);
   s.codes[tid] = uint8_t(code);
@@ -199,8 +207,8 @@ KVB_HD void step_store(const AppendParams& p, StepShared& s, uint32_t item, uint
   uint8_t* page = hd.pool + size_t(g.tok.page) * hd.page_bytes;
   const uint32_t kc = hd.k_code_bytes, row = g.tok.row;
   if (tid >= kStepOutputs && tid - kStepOutputs < n_mats) {
-    const uint32_t m = tid - kStepOutputs;
-    const Matrix mt = step_matrix(hd, D, m);
+    const uint32_t m = g.m;
+    const Matrix& mt = g.mt;
     const double n = s.nrm[m];
     uint16_t scale = 0;
     if (n != 0.0) {
@@ -216,14 +224,22 @@ KVB_HD void step_store(const AppendParams& p, StepShared& s, uint32_t item, uint
   }
   const uint32_t row_bytes = kc + hd.v_code_bytes;
   if (!p.commit || tid >= row_bytes) return;
+  // The group of byte b: V past the K bytes, else the count of later K groups starting at or
+  // before it (independent loads).
   const uint32_t b = tid;
-  uint32_t m = 0;
-  while (m + 1 < n_mats && step_matrix(hd, D, m + 1).byte_offset <= b) ++m;
-  const Matrix mt = step_matrix(hd, D, m);
-  const uint32_t lb = b - mt.byte_offset, bits = mt.bits;
-  const uint8_t* c = s.codes + mt.code_base;
+  uint32_t bits = hd.v.bits, dims = hd.v.dims, lb = b - kc, code_base = D;
+  if (b < kc) {
+    uint32_t m = 0;
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+    for (uint32_t i = 1; i < kAppendMaxGroups; ++i) m += i < hd.n_k_groups && hd.k[i].byte_offset <= b;
+    const AppendGroup& kg = hd.k[m];
+    bits = kg.bits, dims = kg.dims, lb = b - kg.byte_offset, code_base = kg.first;
+  }
+  const uint8_t* c = s.codes + code_base;
   uint32_t value = 0;
-  for (uint32_t j = lb * 8 / bits; j < mt.dims && j * bits < lb * 8 + 8; ++j) {
+  for (uint32_t j = lb * 8 / bits; j < dims && j * bits < lb * 8 + 8; ++j) {
     const int shift = int(j * bits) - int(lb * 8);
     value |= shift >= 0 ? uint32_t(c[j]) << shift : uint32_t(c[j]) >> -shift;
   }

@@ -135,6 +135,7 @@ void CudaCache::attach() {
   heads_ = DeviceBlock(heads_host_.data(), heads_host_.size() * sizeof(AppendHead));
   const AppendStepState step_state;
   step_state_ = DeviceBlock(&step_state, sizeof step_state);
+  step_inline_ = std::make_unique<AppendStepInline>();
 
   // ---- decode descriptors per layer ----
   decode_tables_.resize(L);
@@ -411,8 +412,16 @@ void CudaCache::append(AppendPlan& plan, const void* k, const void* v, void* str
   const bool single = append_step_applies(ap);
   if (single) ap.error = &ap.step->error;
   mark(0);
-  if (single) append_step(ap, s);
-  else append_encode(ap, s);
+  if (single) {
+    const bool fits = n_tok <= AppendStepInline::kTokens && H <= AppendStepInline::kHeads;
+    if (fits) {
+      std::copy(tokens.begin(), tokens.end(), step_inline_->tokens);
+      std::copy_n(heads_host_.begin() + ptrdiff_t(layer) * H, H, step_inline_->heads);
+    }
+    append_step(ap, fits ? step_inline_.get() : nullptr, s);
+  } else {
+    append_encode(ap, s);
+  }
   mark(1);
   const void* outcome = single ? static_cast<const void*>(&ap.step->result) : ap.error;
   check_cuda(cudaMemcpyAsync(call.pinned(), outcome, 8, cudaMemcpyDeviceToHost, s), "append: read back the error word");

@@ -104,6 +104,7 @@ class CudaCache final : public cache_detail::DeviceCache {
   DeviceBlock pool_;
   DeviceBlock heads_, tables_;  // AppendHead[L * H]; their slot_dim / rot / cent / bnd
   DeviceBlock step_state_;      // AppendStepState of the single-launch append
+  std::unique_ptr<AppendStepInline> step_inline_;  // its kernel parameter, filled per call
   std::vector<AppendHead> heads_host_;
   std::vector<uint32_t> max_cb_;  // per layer
   std::vector<std::unique_ptr<DecodeTables>> decode_tables_;  // per quantized layer

@@ -93,7 +93,9 @@ void emulate_step(const AppendParams& p) {
     std::fill(tables.begin(), tables.end(), NAN);
     float* cent = tables.data();
     float* bnd = cent + p.max_cb;
-    for (uint32_t tid = 0; tid < kStepThreads; ++tid) step_begin(p, *s, cent, bnd, b, tid, regs[tid]);
+    const AppendHead& head = p.heads[size_t(p.layer) * H + b % H];
+    for (uint32_t tid = 0; tid < kStepThreads; ++tid)
+      step_begin(p, head, p.tokens[b / H], *s, cent, bnd, b, tid, regs[tid]);
     for (uint32_t tid = 0; tid < kStepThreads; ++tid) step_place(p, *s, tid, regs[tid]);
     for (uint32_t tid = 0; tid < kStepThreads; ++tid) step_dots(p, *s, tid, regs[tid]);
     for (uint32_t tid = 0; tid < kStepThreads; ++tid) step_codes(p, *s, cent, bnd, tid, regs[tid]);
