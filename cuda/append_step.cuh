@@ -25,13 +25,16 @@ constexpr uint32_t kStepOutputs = 256;                // 2D for D <= 128
 constexpr uint32_t kStepThreads = kStepOutputs + 32;  // + the warp of the canonical chains
 constexpr uint32_t kMaxJb = kStepOutputs / 2 / 4;     // float4 blocks of the longest rotation row
 constexpr uint32_t kHeadWords = (sizeof(AppendHead) + 3) / 4;
+constexpr uint32_t kChainBlock = 8;  // chain terms loaded per step, while the previous 8 add
 static_assert(kHeadWords <= kStepThreads, "the head is copied one word per thread");
 
 struct StepShared {
   alignas(16) uint32_t head_words[kHeadWords];
   alignas(16) float xs[kStepOutputs + 4 * kMaxMatrices];  // hp order, groups at Matrix::xoff
   float xin[kStepOutputs];                                // K then V in input dim order
-  double sq[kStepOutputs];                                // x², then c², by output
+  // x², then c², each matrix's terms at StepRegs::poff (a multiple of kChainBlock) and
+  // padded with +0.0 to a whole block: adding +0.0 to the chain is exact.
+  alignas(16) double sq[kStepOutputs + kChainBlock * kMaxMatrices];
   double nrm[kMaxMatrices];
   uint8_t codes[kStepOutputs];
   uint32_t last;                // this block finished the call
@@ -46,6 +49,7 @@ struct StepRegs {
   uint32_t m = 0;    // that matrix's index, and the output's row in it
   uint32_t r = 0;
   uint32_t sd = 0;   // the xin index its hp-order value comes from
+  uint32_t poff = 0; // its matrix's chain terms in StepShared::sq
   float s = 0.0f;    // the fast dot
   float4 w[kMaxJb];  // its rotation row
 };
@@ -66,6 +70,17 @@ KVB_HD Matrix step_matrix(const AppendHead& hd, uint32_t D, uint32_t m) {
   }
   const AppendGroup& g = hd.v;
   return {g.bits, 0, g.dims, hd.k_code_bytes + g.byte_offset, g.rot_offset, g.cb_offset, xoff, D};
+}
+
+// Where matrix m's chain terms start in StepShared::sq.
+KVB_HD uint32_t step_chain_offset(const AppendHead& hd, uint32_t m) {
+  uint32_t off = 0;
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+  for (uint32_t i = 0; i < kAppendMaxGroups; ++i)
+    if (i < m && i < hd.n_k_groups) off += (hd.k[i].dims + kChainBlock - 1) / kChainBlock * kChainBlock;
+  return off;
 }
 
 // The matrix that output o < 2D belongs to (groups ascend, so it is the count of later starts).
@@ -93,12 +108,14 @@ KVB_HD void step_begin(const AppendParams& p, const AppendHead& gh, const Append
   if (tid >= kStepOutputs && tid - kStepOutputs <= gh.n_k_groups) {
     g.m = tid - kStepOutputs;
     g.mt = step_matrix(gh, D, g.m);
+    g.poff = step_chain_offset(gh, g.m);
   }
   if (tid < 2 * D) {
     g.m = step_matrix_of(gh, D, tid);
     const Matrix mt = step_matrix(gh, D, g.m);
     g.mt = mt;
     g.r = tid - mt.code_base;
+    g.poff = step_chain_offset(gh, g.m);
     g.sd = tid < D ? gh.slot_dim[tid] : tid;
     const float4* R4 = reinterpret_cast<const float4*>(gh.rot + mt.rot_offset) + g.r;
     const uint32_t n_jb = (mt.dims + 3) / 4;
@@ -135,27 +152,33 @@ KVB_HD void step_place(const AppendParams& p, StepShared& s, uint32_t tid, const
   if (tid < 2 * D) {
     const float v = s.xin[g.sd];
     s.xs[g.mt.xoff + g.r] = v;
-    s.sq[tid] = double(v) * double(v);
+    s.sq[g.poff + g.r] = double(v) * double(v);
   } else if (tid >= kStepOutputs && tid - kStepOutputs <= hd.n_k_groups) {
     for (uint32_t j = g.mt.dims; j < ((g.mt.dims + 3) & ~3u); ++j) s.xs[g.mt.xoff + j] = 0.0f;
+    for (uint32_t j = g.mt.dims; j % kChainBlock != 0; ++j) s.sq[g.poff + j] = 0.0;
   }
 }
 
 // The canonical fp64 chain over the precomputed exact terms of one matrix (a fma of two equal
-// fp32 values into the sum adds the same exact square, so this is tq_mse.hpp's chain). The
-// next eight terms load while the current eight are added.
+// fp32 values into the sum adds the same exact square, so this is tq_mse.hpp's chain). Terms
+// come in padded blocks of kChainBlock (16-byte loads); the next block loads while the
+// current one adds, so the chain runs at the add latency (8.5 cycles on an H100) rather than
+// at a shared-memory load per term.
 KVB_HD double step_chain(const double* terms, uint32_t n) {
-  constexpr uint32_t kAhead = 8;
-  double acc = 0.0, next[kAhead];
-  for (uint32_t k = 0; k < kAhead; ++k) next[k] = k < n ? terms[k] : 0.0;
-  for (uint32_t j0 = 0; j0 < n; j0 += kAhead) {
-    double cur[kAhead];
-    for (uint32_t k = 0; k < kAhead; ++k) {
-      cur[k] = next[k];
-      next[k] = j0 + kAhead + k < n ? terms[j0 + kAhead + k] : 0.0;
+  const double2* t2 = reinterpret_cast<const double2*>(terms);
+  constexpr uint32_t kPairs = kChainBlock / 2;
+  const uint32_t blocks = (n + kChainBlock - 1) / kChainBlock;
+  double acc = 0.0;
+  double2 cur[kPairs], next[kPairs];
+  for (uint32_t k = 0; k < kPairs; ++k) next[k] = blocks > 0 ? t2[k] : double2{0.0, 0.0};
+  for (uint32_t blk = 0; blk < blocks; ++blk) {
+    for (uint32_t k = 0; k < kPairs; ++k) cur[k] = next[k];
+    if (blk + 1 < blocks)
+      for (uint32_t k = 0; k < kPairs; ++k) next[k] = t2[(blk + 1) * kPairs + k];
+    for (uint32_t k = 0; k < kPairs; ++k) {
+      acc += cur[k].x;
+      acc += cur[k].y;
     }
-    for (uint32_t k = 0; k < kAhead; ++k)
-      if (j0 + k < n) acc += cur[k];
   }
   return acc;
 }
@@ -182,7 +205,7 @@ KVB_HD void step_dots(const AppendParams& p, StepShared& s, uint32_t tid, StepRe
       }
     g.s = (a0 + a1) + (a2 + a3);
   } else if (tid >= kStepOutputs && tid - kStepOutputs <= hd.n_k_groups) {
-    s.nrm[g.m] = sqrt(step_chain(s.sq + g.mt.code_base, g.mt.dims));
+    s.nrm[g.m] = sqrt(step_chain(s.sq + g.poff, g.mt.dims));
   }
 }
 
@@ -197,7 +220,7 @@ KVB_HD void step_codes(const AppendParams& p, StepShared& s, const float* cent, 
       exact_or_fast(g.s, s.nrm[g.m], mt, g.r, hd.rot, s.xs + mt.xoff, bnd + mt.cb_offset, p.force_exact);
   s.codes[tid] = uint8_t(code);
   const double c = double(cent[mt.cb_offset + code]);
-  s.sq[tid] = c * c;
+  s.sq[g.poff + g.r] = c * c;
 }
 
 // Phase 4: scales (chain lanes) and packed bytes (output threads), straight into the page row.
@@ -212,7 +235,7 @@ KVB_HD void step_store(const AppendParams& p, StepShared& s, uint32_t item, uint
     const double n = s.nrm[m];
     uint16_t scale = 0;
     if (n != 0.0) {
-      const double csq = step_chain(s.sq + mt.code_base, mt.dims);
+      const double csq = step_chain(s.sq + g.poff, mt.dims);
       if (csq > 0.0) scale = double_to_half_bits(n / sqrt(csq));
     }
     if ((scale & 0x7C00u) == 0x7C00u)
