@@ -154,12 +154,16 @@ void append_commit(const AppendParams& p, void* stream);
 constexpr uint32_t kAppendStepMaxTokens = 64;
 bool append_step_applies(const AppendParams& p);
 
-// A small call's tokens and its layer's heads, passed to the single launch as a kernel
-// parameter (3.4 KB) when they fit: its first loads then depend on nothing in memory.
+// A small call's descriptors, passed to the single launch as one kernel parameter (6 KB) when
+// they fit: nothing is uploaded before the launch, and a block's first loads depend on nothing
+// in memory. The kernel then reads these in place of p.tokens, p.entries, p.words and this
+// layer's p.heads.
 struct AppendStepInline {
-  static constexpr uint32_t kTokens = 32, kHeads = 8;
+  static constexpr uint32_t kTokens = 32, kHeads = 8, kEntries = 32, kWords = 160;
   AppendToken tokens[kTokens];
   AppendHead heads[kHeads];
+  AppendEntry entries[kEntries];
+  WordWrite words[kWords];
 };
 // `in` may be null (the kernel then reads p.tokens and p.heads).
 void append_step(const AppendParams& p, const AppendStepInline* in, void* stream);

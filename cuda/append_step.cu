@@ -21,12 +21,18 @@ namespace {
 
 using namespace step_body;
 
-// kInline: the call's tokens and this layer's heads come as a kernel parameter (small calls),
+// kInline: the call's descriptors come as a kernel parameter (AppendStepInline, small calls),
 // so the first loads of a block depend on nothing but the parameters.
 template <bool kInline>
 __global__ void __launch_bounds__(kStepThreads, 1)
-    append_step_kernel(const __grid_constant__ AppendParams p,
+    append_step_kernel(const __grid_constant__ AppendParams params,
                        const __grid_constant__ std::conditional_t<kInline, AppendStepInline, char> in) {
+  AppendParams p = params;
+  if constexpr (kInline) {  // the descriptors in the parameter (generic addresses of it)
+    p.tokens = in.tokens;
+    p.entries = in.entries;
+    p.words = in.words;
+  }
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ StepShared s;
   const uint32_t b = blockIdx.x, tid = threadIdx.x;

@@ -364,18 +364,6 @@ void CudaCache::append(AppendPlan& plan, const void* k, const void* v, void* str
   const size_t o_scales = ws.add(n_tok * H * scale_stride * 2);
   const size_t o_k = k_dev ? 0 : ws.add(in_bytes), o_v = v_dev ? 0 : ws.add(in_bytes);
   uint8_t* w = call.workspace(ws.total);
-  {
-    std::vector<uint8_t> blob(desc_end - o_desc, 0);
-    auto put = [&](size_t at, const void* src, size_t bytes) {
-      if (bytes) std::memcpy(blob.data() + (at - o_desc), src, bytes);
-    };
-    put(o_entries, entries.data(), entries.size() * sizeof(AppendEntry));
-    put(o_tokens, tokens.data(), tokens.size() * sizeof(AppendToken));
-    put(o_copies, copies.data(), copies.size() * sizeof(AppendCopy));
-    put(o_rows, copy_rows.data(), copy_rows.size() * 4);
-    put(o_words, words.data(), words.size() * sizeof(WordWrite));
-    upload(w + o_desc, blob.data(), blob.size(), s, "append: cudaMemcpyAsync(descriptors)");
-  }
   if (!k_dev) upload(w + o_k, k, in_bytes, s, "append: cudaMemcpyAsync(k)");
   if (!v_dev) upload(w + o_v, v, in_bytes, s, "append: cudaMemcpyAsync(v)");
 
@@ -411,14 +399,30 @@ void CudaCache::append(AppendPlan& plan, const void* k, const void* v, void* str
   ap.commit = plan.pages_fit;
   const bool single = append_step_applies(ap);
   if (single) ap.error = &ap.step->error;
+  // A single launch whose descriptors all fit its kernel parameter needs no upload.
+  AppendStepInline& in = *step_inline_;
+  const bool inline_all = single && n_tok <= in.kTokens && H <= in.kHeads && n_entries <= in.kEntries &&
+                          words.size() <= in.kWords;
+  if (inline_all) {
+    std::copy(tokens.begin(), tokens.end(), in.tokens);
+    std::copy_n(heads_host_.begin() + ptrdiff_t(layer) * H, H, in.heads);
+    std::copy(entries.begin(), entries.end(), in.entries);
+    std::copy(words.begin(), words.end(), in.words);
+  } else {
+    std::vector<uint8_t> blob(desc_end - o_desc, 0);
+    auto put = [&](size_t at, const void* src, size_t bytes) {
+      if (bytes) std::memcpy(blob.data() + (at - o_desc), src, bytes);
+    };
+    put(o_entries, entries.data(), entries.size() * sizeof(AppendEntry));
+    put(o_tokens, tokens.data(), tokens.size() * sizeof(AppendToken));
+    put(o_copies, copies.data(), copies.size() * sizeof(AppendCopy));
+    put(o_rows, copy_rows.data(), copy_rows.size() * 4);
+    put(o_words, words.data(), words.size() * sizeof(WordWrite));
+    upload(w + o_desc, blob.data(), blob.size(), s, "append: cudaMemcpyAsync(descriptors)");
+  }
   mark(0);
   if (single) {
-    const bool fits = n_tok <= AppendStepInline::kTokens && H <= AppendStepInline::kHeads;
-    if (fits) {
-      std::copy(tokens.begin(), tokens.end(), step_inline_->tokens);
-      std::copy_n(heads_host_.begin() + ptrdiff_t(layer) * H, H, step_inline_->heads);
-    }
-    append_step(ap, fits ? step_inline_.get() : nullptr, s);
+    append_step(ap, inline_all ? &in : nullptr, s);
   } else {
     append_encode(ap, s);
   }
