@@ -119,6 +119,10 @@ struct AppendParams {
   // (false when the pages do not fit: the launch then only checks, for the error order).
   AppendStepState* step = nullptr;
   bool commit = true;
+  // Optional: page-locked host memory the last block also writes the outcome to (the error
+  // word, then 1 in `outcome_ready`), so the host can wait for it without a copy and a sync.
+  unsigned long long* outcome = nullptr;
+  uint32_t* outcome_ready = nullptr;
 };
 
 // The error word: the smallest key over every problem found, which is the problem the CPU

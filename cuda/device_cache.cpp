@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -271,6 +272,23 @@ void CudaCache::compact(CudaContext::Call& call, const std::vector<std::pair<uin
   arena_used_ = image.size();
 }
 
+// Waits for the single launch's outcome flag in page-locked memory (append_step.cuh): no
+// read-back copy and no stream synchronisation on the way. Every 1024 polls the stream is
+// queried, so a failed launch is reported instead of waited for.
+unsigned long long CudaCache::wait_step_outcome(CudaContext::Call& call) {
+  const auto* ready = reinterpret_cast<const volatile uint32_t*>(call.pinned() + 8);
+  const auto* word = reinterpret_cast<const volatile unsigned long long*>(call.pinned());
+  for (uint64_t polls = 1; *ready != 1; ++polls) {
+    if (polls % 1024 != 0) continue;
+    const cudaError_t e = cudaStreamQuery(call.stream());
+    if (e == cudaErrorNotReady) continue;
+    check_cuda(e, "append: waiting for the single launch");
+    if (*ready != 1) fail(StatusCode::internal, "append: the single launch finished without its outcome");
+  }
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return *word;
+}
+
 void CudaCache::append(AppendPlan& plan, const void* k, const void* v, void* stream) {
   Cache::Impl& m = m_;
   const uint32_t L = n_layers_, H = n_heads_, D = head_dim_, layer = plan.layer;
@@ -398,7 +416,15 @@ void CudaCache::append(AppendPlan& plan, const void* k, const void* v, void* str
   ap.step = step_state_.as<AppendStepState>();
   ap.commit = plan.pages_fit;
   const bool single = append_step_applies(ap);
-  if (single) ap.error = &ap.step->error;
+  if (single) {
+    ap.error = &ap.step->error;
+    // The outcome lands in the context's page-locked buffer (device-accessible: unified
+    // addressing); its flag is cleared before the launch that sets it.
+    ap.outcome = reinterpret_cast<unsigned long long*>(call.pinned());
+    ap.outcome_ready = reinterpret_cast<uint32_t*>(call.pinned() + 8);
+    *reinterpret_cast<volatile uint32_t*>(ap.outcome_ready) = 0;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
   // A single launch whose descriptors all fit its kernel parameter needs no upload.
   AppendStepInline& in = *step_inline_;
   const bool inline_all = single && n_tok <= in.kTokens && H <= in.kHeads && n_entries <= in.kEntries &&
@@ -427,11 +453,14 @@ void CudaCache::append(AppendPlan& plan, const void* k, const void* v, void* str
     append_encode(ap, s);
   }
   mark(1);
-  const void* outcome = single ? static_cast<const void*>(&ap.step->result) : ap.error;
-  check_cuda(cudaMemcpyAsync(call.pinned(), outcome, 8, cudaMemcpyDeviceToHost, s), "append: read back the error word");
-  call.sync();
   unsigned long long key = 0;
-  std::memcpy(&key, call.pinned(), 8);
+  if (single) {
+    key = wait_step_outcome(call);
+  } else {
+    check_cuda(cudaMemcpyAsync(call.pinned(), ap.error, 8, cudaMemcpyDeviceToHost, s), "append: read back the error word");
+    call.sync();
+    std::memcpy(&key, call.pinned(), 8);
+  }
   // The CPU backend's order: values, then capacity, then fp16 scales. An error left the device
   // cache as it was (the single launch zeroed the rows it had written).
   if (key != AppendError::kNone && key < AppendError::kScaleBase) throw_append_error(m, plan, key);

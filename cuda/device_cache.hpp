@@ -92,6 +92,8 @@ class CudaCache final : public cache_detail::DeviceCache {
   // landed in the user's graph): zeroing freed pages and freeing fp16 blocks. Done by the next
   // call that is not captured, before anything can reuse those pages.
   void flush_deferred(CudaContext::Call& call);
+  // The single-launch append's outcome (its error word), once the launch has written it.
+  static unsigned long long wait_step_outcome(CudaContext::Call& call);
   // Error(unsupported) naming `what` while the call's stream is being captured.
   static void refuse_capture(const CudaContext::Call& call, const char* what);
   // A synchronous copy of n bytes between host and/or device memory (a transfer's header).
