@@ -94,12 +94,11 @@ KVB_HD uint32_t step_matrix_of(const AppendHead& hd, uint32_t D, uint32_t o) {
   return m;
 }
 
-// Phase 0: every load of the block, issued together and read from the head in global memory
-// (one line that every thread shares) rather than after a copy of it: the token, the head's
-// words for the later phases, the thread's input value (checked, and rounded through fp16
-// when there is a window), slot order, rotation row, and the codebooks.
-// gh and tok are the item's head and token, wherever the launch keeps them (kernel parameters
-// for small calls, else p.heads / p.tokens).
+// Phase 0: every load of the block, issued together: the head's words for the later phases,
+// the thread's input value (checked, and rounded through fp16 when there is a window), slot
+// order, rotation row, and the codebooks. gh and tok are the item's head and token where the
+// launch keeps them (the kernel parameter for small calls, else p.heads / p.tokens), read in
+// place rather than after a copy to shared memory, so nothing waits for that copy.
 KVB_HD void step_begin(const AppendParams& p, const AppendHead& gh, const AppendToken& tok, StepShared& s, float* cent,
                        float* bnd, uint32_t item, uint32_t tid, StepRegs& g) {
   const uint32_t H = p.n_heads, D = p.head_dim, h = item % H;
