@@ -67,12 +67,11 @@ struct AppendToken {
   uint32_t src = 0;           // its input row, or kFromRing (a token leaving the fp16 window)
 };
 
-// Device state of the single-launch append (append_step): the call's error word, how many of
-// its blocks have finished, and the call's outcome for the host. One per cache; the block that
-// finishes last resets it for the next call.
+// Device state of the single-launch append (append_step): the call's error word and how many
+// of its blocks have finished. One per cache; the block that finishes last resets it for the
+// next call.
 struct AppendStepState {
-  unsigned long long error = ~0ull;   // AppendError::kNone between calls
-  unsigned long long result = ~0ull;  // the last call's error word
+  unsigned long long error = ~0ull;  // AppendError::kNone between calls
   uint32_t arrived = 0;
   uint32_t pad = 0;
 };
@@ -119,8 +118,8 @@ struct AppendParams {
   // (false when the pages do not fit: the launch then only checks, for the error order).
   AppendStepState* step = nullptr;
   bool commit = true;
-  // Optional: page-locked host memory the last block also writes the outcome to (the error
-  // word, then 1 in `outcome_ready`), so the host can wait for it without a copy and a sync.
+  // Where the single launch's last block writes the call's outcome: the error word, then 1 in
+  // `outcome_ready` (page-locked host memory, so the host waits without a copy and a sync).
   unsigned long long* outcome = nullptr;
   uint32_t* outcome_ready = nullptr;
 };
@@ -152,7 +151,7 @@ void append_commit(const AppendParams& p, void* stream);
 // The single-launch append (append_step.cu) for small calls such as a decode step: check,
 // encode straight into the page rows, and, in the block that finishes last, either the fp16
 // rows and bookkeeping words (no error) or zeroing the rows written (error: they were zero,
-// docs/cache-layout.md §10), then p.step->result = the error word. Applies to quantized layers
+// docs/cache-layout.md §10), then the outcome to p.outcome. Applies to quantized layers
 // with head_dim <= 128, calls of at most kAppendStepMaxTokens packed tokens and no
 // copy-on-write copies.
 constexpr uint32_t kAppendStepMaxTokens = 64;

@@ -5,8 +5,8 @@
 // a handful of blocks. Here one launch does it: rotation rows go to registers while the values
 // arrive, the canonical fp64 chains run on their own warp beside the fast dots, rows are
 // written in place, and the block that finishes last commits the call (fp16 rows, words) or,
-// on an error, zeroes the rows written, so the cache is unchanged either way. The host reads
-// p.step->result afterwards.
+// on an error, zeroes the rows written, so the cache is unchanged either way. The host waits
+// for the outcome the last block writes to p.outcome.
 #include <cuda_runtime.h>
 
 #include <atomic>
@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(kStepThreads, 1)
     float* bnd = cent + p.max_cb;
     StepRegs g;
     const uint32_t t = b / p.n_heads, h = b % p.n_heads;
-    if constexpr (kInline) step_begin(p, in.heads[h], in.tokens[t], s, cent, bnd, b, tid, g);
+    if constexpr (kInline) step_begin(p, in.heads[h], p.tokens[t], s, cent, bnd, b, tid, g);
     else step_begin(p, p.heads[size_t(p.layer) * p.n_heads + h], p.tokens[t], s, cent, bnd, b, tid, g);
     __syncthreads();
     step_place(p, s, tid, g);
@@ -92,7 +92,6 @@ void append_step(const AppendParams& p, const AppendStepInline* in, void* stream
   if (!append_step_applies(p)) fail(StatusCode::internal, "append: the single-launch path does not apply");
   const uint32_t checks = (p.rows + kCheckRows - 1) / kCheckRows;
   const uint64_t blocks = uint64_t(p.n_tokens) * p.n_heads + uint64_t(checks) * p.n_heads;
-  if (blocks == 0) fail(StatusCode::internal, "append: empty single-launch call");
   if (blocks > 0x7FFFFFFFull) fail(StatusCode::unsupported, "append: too many rows for one launch");
   const size_t smem = size_t(p.max_cb) * 8;
   if (in) {

@@ -293,16 +293,13 @@ KVB_HD void step_finish_call(const AppendParams& p, unsigned long long error, ui
     }
   }
   if (tid == 0) {
-    p.step->result = error;
     p.step->error = AppendError::kNone;
     p.step->arrived = 0;
-    if (p.outcome) {
-      *reinterpret_cast<volatile unsigned long long*>(p.outcome) = error;
+    *reinterpret_cast<volatile unsigned long long*>(p.outcome) = error;
 #ifdef __CUDA_ARCH__
-      __threadfence_system();  // the word before the flag, as the host sees them
+    __threadfence_system();  // the word before the flag, as the host sees them
 #endif
-      *reinterpret_cast<volatile uint32_t*>(p.outcome_ready) = 1;
-    }
+    *reinterpret_cast<volatile uint32_t*>(p.outcome_ready) = 1;
   }
 }
 

@@ -75,7 +75,7 @@ void emulate_commit(const AppendParams& p) {
 }
 
 // The single-launch kernel (cuda/append_step.cu): item blocks phase by phase, check blocks,
-// then the finishing block; p.step->result holds the call's error word afterwards.
+// then the finishing block, which writes the call's error word to p.outcome.
 void emulate_step(const AppendParams& p) {
   using namespace step_body;
   const uint32_t H = p.n_heads, items = p.n_tokens * H, checks = (p.rows + kCheckRows - 1) / kCheckRows;
@@ -116,6 +116,8 @@ struct Emulated {
   bool force_exact = false;
   bool single = false;  // take the single-launch path where it applies
   AppendStepState state;
+  unsigned long long outcome = 0;  // the single launch's outcome, as p.outcome receives it
+  uint32_t outcome_ready = 0;  // its flag
   size_t single_calls = 0, in_place_calls = 0;
 
   void append(uint32_t layer, const std::vector<uint64_t>& seqs, const std::vector<uint32_t>& n, const void* k,
@@ -149,6 +151,7 @@ struct Emulated {
     ap.copies = d.copies.data(), ap.n_copies = uint32_t(d.copies.size());
     ap.copy_rows = d.copy_rows.data();
     ap.step = &state;
+    ap.outcome = &outcome, ap.outcome_ready = &outcome_ready;
     // The device's single launch writes rows before any host bookkeeping. Host pools zero a
     // page when it is taken, so a call that takes pages runs a launch that only checks first
     // and the one that writes after the bookkeeping; a call that takes none runs the one
@@ -159,7 +162,7 @@ struct Emulated {
       ap.error = &state.error;
       ap.commit = in_place && plan.pages_fit;
       emulate_step(ap);
-      error = state.result;
+      error = outcome;
       in_place_calls += in_place;
     } else {
       emulate_encode(ap);
@@ -174,7 +177,7 @@ struct Emulated {
     if (one_launch) {
       ap.commit = true;
       if (!in_place) emulate_step(ap);
-      EXPECT_EQ(state.result, AppendError::kNone);
+      EXPECT_EQ(outcome, AppendError::kNone);
       EXPECT_EQ(state.error, AppendError::kNone);
       ++single_calls;
     } else {
