@@ -2,18 +2,22 @@
 //
 // append_encode, quantized layer: grid (token tile + check-only blocks, KV head), 256 threads.
 // A block takes TT packed tokens of one head (TT = 1, 4 or 16 by call size and D) and
-//   1. loads K (gathered into hp slot order) and V of its tokens into shared memory as fp32,
-//      from the input (checked: finite, and within fp16 range when held in fp16; rounded
-//      through fp16 when there is a window) or from the fp16 ring (tokens leaving the window);
-//   2. computes every group norm with the canonical fp64 chain (tq_mse.hpp);
+//   1. loads K and V of its tokens in input order (coalesced) into shared memory as fp32, K
+//      placed at its hp slot, from the input (checked: finite, and within fp16 range when held
+//      in fp16; rounded through fp16 when there is a window) or from the fp16 ring (tokens
+//      leaving the window);
+//   2. computes every group norm with the canonical fp64 chain (tq_mse.hpp), and the margins of
+//      the fp32 test (append_body.cuh, fast_code32);
 //   3. thread o owns output coordinate o (K slot or V row) for all TT tokens: a fast fp32 FMA
 //      dot over the rotation row, then a rigorous test that decides whether the canonical
-//      value can lie on another side of a codebook boundary (see exact_or_fast below); if it
-//      can, the canonical fp64 chain runs for that coordinate. Codes are therefore exactly the
-//      CPU encoder's, while almost every coordinate costs fp32 work only;
+//      value can lie on another side of a codebook boundary (below); coordinates where it can
+//      go to a list that the block's threads then take one each down the canonical fp64 chain.
+//      Codes are therefore exactly the CPU encoder's, while almost every coordinate costs fp32
+//      work only, and no warp waits on one lane's chain;
 //   4. scales with the canonical fp64 chains (a scale that rounds to fp16 infinity is an
 //      error), then packs codes into bytes (one thread per output byte) into the staging area.
-// Check-only blocks read the input rows that are not packed (sink and ring tokens).
+// Check-only blocks read the input rows that are not packed (sink and ring tokens); without a
+// sink and a window every row is packed and there are none.
 //
 // The fast path's bound. For a coordinate y = (sum_j R[j] x_j) / n over d terms, the fp32 FMA
 // chain s and the canonical fp64 chain s* both lie within gamma_d * sum_j |R[j] x_j| of the
@@ -37,10 +41,12 @@ namespace {
 using namespace append_body;
 
 template <int TT>
-__global__ void __launch_bounds__(kThreads) encode_kernel(AppendParams p, uint32_t n_tiles) {
+__global__ void __launch_bounds__(kThreads, 4) encode_kernel(AppendParams p, uint32_t n_tiles) {
   extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ EncodeShared s;
+  __shared__ EncodeBlock blk;
   __shared__ AppendToken toks[TT];
+  EncodeShared s;
+  enc_bind(s, &blk, toks, smem, TT, p.head_dim, p.max_cb);
   const uint32_t h = blockIdx.y, tid = threadIdx.x;
   if (blockIdx.x >= n_tiles) {
     check_rows(p, n_tiles, blockIdx.x, h, tid, kThreads);
@@ -48,24 +54,21 @@ __global__ void __launch_bounds__(kThreads) encode_kernel(AppendParams p, uint32
   }
   const uint32_t tok0 = blockIdx.x * TT;
   const uint32_t nt = min(uint32_t(TT), p.n_tokens - tok0);
-  if (tid == 0) {
-    s.toks = toks;
-    enc_bind(s, smem, TT, p.head_dim, p.max_cb);
-  }
-  __syncthreads();
   enc_prologue(p, s, tok0, nt, h, tid, kThreads);
   __syncthreads();
   if (p.fp16_layer) {
     enc_fp16_rows(p, s, tok0, nt, h, tid, kThreads);
     return;
   }
-  enc_tables(p, s, tid, kThreads);
+  enc_tables(p, s, nt, h, tid, kThreads);
   __syncthreads();
   enc_load(p, s, nt, h, tid, kThreads);
   __syncthreads();
   enc_norms(p, s, nt, tid, kThreads);
   __syncthreads();
   enc_codes<TT>(p, s, nt, tid, kThreads);
+  __syncthreads();
+  enc_fallbacks(p, s, tid, kThreads);
   __syncthreads();
   enc_finish(p, s, tok0, nt, h, tid, kThreads);
 }
@@ -88,13 +91,17 @@ void launch_commit(const AppendParams& p, const CommitGrid& g, uint64_t first, u
 template <int TT>
 void launch_encode(const AppendParams& p, cudaStream_t stream) {
   const uint32_t n_tiles = (p.n_tokens + TT - 1) / TT;
-  const uint32_t checks = (p.rows + kCheckRows - 1) / kCheckRows;
+  const uint32_t checks = check_blocks(p);
   const size_t smem = p.fp16_layer ? 0 : enc_smem_bytes(TT, p.head_dim, p.max_cb);
   // Raised once per size (never lowered); from 0, since without the attribute the dynamic limit
   // is 48 KiB minus the kernel's static shared memory.
   static std::atomic<size_t> raised{0};
   if (smem > raised.load()) {
     check_cuda(cudaFuncSetAttribute(encode_kernel<TT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+               "append: cudaFuncSetAttribute");
+    // All of the SM's memory as shared memory: blocks, not L1, are the limit.
+    check_cuda(cudaFuncSetAttribute(encode_kernel<TT>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                    int(cudaSharedmemCarveoutMaxShared)),
                "append: cudaFuncSetAttribute");
     raised.store(smem);
   }

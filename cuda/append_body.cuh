@@ -67,6 +67,48 @@ KVB_HD double mul_ru(double a, double b) {
 #endif
 }
 
+KVB_HD double div_ru(double a, double b) {  // b > 0
+#ifdef __CUDA_ARCH__
+  return __ddiv_ru(a, b);
+#else
+  const double q = a / b;
+  return std::fma(-q, b, a) > 0 ? std::nextafter(q, INFINITY) : q;  // the remainder is exact
+#endif
+}
+KVB_HD float to_float_ru(double x) {
+#ifdef __CUDA_ARCH__
+  return __double2float_ru(x);
+#else
+  const float f = float(x);
+  return double(f) < x ? std::nextafter(f, INFINITY) : f;
+#endif
+}
+// fp32 a + b rounded up / down, a * b rounded up (host: as the double versions above).
+KVB_HD float fadd_ru(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fadd_ru(a, b);
+#else
+  const float s = a + b, bb = s - a, err = (a - (s - bb)) + (b - bb);
+  return err > 0 ? std::nextafter(s, INFINITY) : s;
+#endif
+}
+KVB_HD float fadd_rd(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fadd_rd(a, b);
+#else
+  const float s = a + b, bb = s - a, err = (a - (s - bb)) + (b - bb);
+  return err < 0 ? std::nextafter(s, -INFINITY) : s;
+#endif
+}
+KVB_HD float fmul_ru(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fmul_ru(a, b);
+#else
+  const float p = a * b;
+  return double(p) < double(a) * double(b) ? std::nextafter(p, INFINITY) : p;  // the double product is exact
+#endif
+}
+
 KVB_HD uint16_t to_half_bits(float x) {
 #ifdef __CUDA_ARCH__
   return __half_as_ushort(__float2half_rn(x));
@@ -171,34 +213,75 @@ struct Matrix {
   uint32_t code_base;  // its codes in a token's row of codes (K: first slot, V: D)
 };
 
-// Shared memory of one encode block: the fixed part and the dynamic part (layout below).
-struct EncodeShared {
-  // The head's AppendHead as raw words (a struct with member initialisers cannot be __shared__):
-  // one cooperative copy instead of dependent global loads in every phase.
+// An encode block's shared scalars and descriptors (a struct with member initialisers cannot be
+// __shared__, hence the head as raw words: one cooperative copy instead of dependent global
+// loads in every phase).
+struct EncodeBlock {
   alignas(16) uint32_t head_words[(sizeof(AppendHead) + 3) / 4];
   Matrix mats[kMaxMatrices];
-  AppendToken* toks;  // [TT]
   uint32_t n_mats;
-  KVB_HD const AppendHead& head() const { return *reinterpret_cast<const AppendHead*>(head_words); }
-  float* xs;          // [TT][xw]
-  double* nrm;        // [TT][kMaxMatrices]
-  uint8_t* codes;     // [TT][2D]
-  float* cent;        // [max_cb]
-  float* bnd;         // [max_cb]
+  uint32_t n_fallbacks;  // entries of EncodeShared::fallbacks
+};
+
+// Each thread's view of the block's shared memory: the EncodeBlock and the dynamic arrays
+// (enc_layout). Built by every thread from the shared base addresses, so that the compiler
+// knows every access is to shared memory.
+struct EncodeShared {
+  EncodeBlock* blk;
+  AppendToken* toks;       // [TT]
+  float* xs;               // [TT][xw]: K in hp slot order (groups at Matrix::xoff), then V
+  double* nrm;             // [TT][kMaxMatrices]
+  float* rn;               // [TT][kMaxMatrices]: fp32 1 / n, or NaN where the fp32 test is not used
+  float* d0;               // [TT][kMaxMatrices]: the fp32 test's margin for y = 0 (enc_norms)
+  const uint16_t** ring;   // [TT][2]: the fp16 ring rows (K, V) of a token leaving the window, else null
+  uint8_t* codes;          // [TT][2D]
+  uint16_t* pos_k;         // [D]: where K dim d sits in a token's row of xs
+  uint8_t* byte_mat;       // [2D]: the matrix of each byte of a packed row
+  uint16_t* fallbacks;     // [TT * 2D]: coordinates (t * 2D + o) the fast path left undecided
+  float* cent;             // [max_cb]
+  float* bnd;              // [max_cb]
+  KVB_HD const AppendHead& head() const { return *reinterpret_cast<const AppendHead*>(blk->head_words); }
 };
 
 KVB_HD size_t enc_xw(uint32_t D) { return size_t(2) * D + 4 * kMaxMatrices; }  // floats per token
-KVB_HD size_t enc_off_norm(uint32_t tt, uint32_t D) { return (tt * enc_xw(D) * 4 + 15) / 16 * 16; }
-KVB_HD size_t enc_off_codes(uint32_t tt, uint32_t D) { return enc_off_norm(tt, D) + size_t(tt) * kMaxMatrices * 8; }
-KVB_HD size_t enc_off_cent(uint32_t tt, uint32_t D) { return (enc_off_codes(tt, D) + size_t(tt) * 2 * D + 15) / 16 * 16; }
-KVB_HD size_t enc_smem_bytes(uint32_t tt, uint32_t D, uint32_t max_cb) { return enc_off_cent(tt, D) + size_t(max_cb) * 8; }
 
-KVB_HD void enc_bind(EncodeShared& s, unsigned char* dyn, uint32_t tt, uint32_t D, uint32_t max_cb) {
-  s.xs = reinterpret_cast<float*>(dyn);
-  s.nrm = reinterpret_cast<double*>(dyn + enc_off_norm(tt, D));
-  s.codes = dyn + enc_off_codes(tt, D);
-  s.cent = reinterpret_cast<float*>(dyn + enc_off_cent(tt, D));
-  s.bnd = s.cent + max_cb;
+// Byte offsets of the dynamic arrays, each 16-byte aligned.
+struct EncLayout {
+  size_t xs, nrm, rn, d0, ring, codes, pos_k, byte_mat, fallbacks, cent, bnd, total;
+};
+KVB_HD EncLayout enc_layout(uint32_t tt, uint32_t D, uint32_t max_cb) {
+  EncLayout l{};
+  size_t at = 0;
+  const size_t sizes[] = {tt * enc_xw(D) * 4,         size_t(tt) * kMaxMatrices * 8, size_t(tt) * kMaxMatrices * 4,
+                          size_t(tt) * kMaxMatrices * 4, size_t(tt) * 2 * sizeof(void*), size_t(tt) * 2 * D,
+                          size_t(D) * 2,               size_t(2) * D,                size_t(tt) * 2 * D * 2,
+                          size_t(max_cb) * 4,          size_t(max_cb) * 4};
+  size_t* offs[] = {&l.xs, &l.nrm, &l.rn, &l.d0, &l.ring, &l.codes, &l.pos_k, &l.byte_mat, &l.fallbacks, &l.cent, &l.bnd};
+  for (int i = 0; i < 11; ++i) {
+    *offs[i] = at;
+    at = (at + sizes[i] + 15) / 16 * 16;
+  }
+  l.total = at;
+  return l;
+}
+KVB_HD size_t enc_smem_bytes(uint32_t tt, uint32_t D, uint32_t max_cb) { return enc_layout(tt, D, max_cb).total; }
+
+KVB_HD void enc_bind(EncodeShared& s, EncodeBlock* blk, AppendToken* toks, unsigned char* dyn, uint32_t tt, uint32_t D,
+                     uint32_t max_cb) {
+  const EncLayout l = enc_layout(tt, D, max_cb);
+  s.blk = blk;
+  s.toks = toks;
+  s.xs = reinterpret_cast<float*>(dyn + l.xs);
+  s.nrm = reinterpret_cast<double*>(dyn + l.nrm);
+  s.rn = reinterpret_cast<float*>(dyn + l.rn);
+  s.d0 = reinterpret_cast<float*>(dyn + l.d0);
+  s.ring = reinterpret_cast<const uint16_t**>(dyn + l.ring);
+  s.codes = dyn + l.codes;
+  s.pos_k = reinterpret_cast<uint16_t*>(dyn + l.pos_k);
+  s.byte_mat = dyn + l.byte_mat;
+  s.fallbacks = reinterpret_cast<uint16_t*>(dyn + l.fallbacks);
+  s.cent = reinterpret_cast<float*>(dyn + l.cent);
+  s.bnd = reinterpret_cast<float*>(dyn + l.bnd);
 }
 
 // Number of boundaries strictly below y (boundaries ascending).
@@ -220,20 +303,67 @@ KVB_HD double exact_dot(const float* rot, const Matrix& m, uint32_t r, const flo
   return acc;
 }
 
-// The code of coordinate r of a group with norm n, given the fast fp32 sum s (see append.cu).
-KVB_HD uint32_t exact_or_fast(float s, double n, const Matrix& m, uint32_t r, const float* rot, const float* x,
-                              const float* bnd, bool force_exact) {
+constexpr uint32_t kUndecided = ~0u;
+
+// The code of coordinate r of a group with norm n when the fast fp32 sum s decides it (see
+// append.cu), else kUndecided.
+KVB_HD uint32_t fast_code(float s, double n, const Matrix& m, const float* bnd) {
   const uint32_t nb = (1u << m.bits) - 1;
   if (n == 0.0) return code_of(bnd, nb, 0.0);
-  if (!force_exact && finite32(s)) {
-    const double d = double(m.dims);
-    const double B = add_ru(mul_ru(n, d * 0x1.01p-24), d * 0x1p-125);
-    const double y_lo = sub_rd(double(s), B) / n;
-    const double y_hi = add_ru(double(s), B) / n;
-    const uint32_t c = code_of(bnd, nb, y_lo);
-    if (c == nb || !(double(bnd[c]) < y_hi)) return c;
+  if (!finite32(s)) return kUndecided;
+  const double d = double(m.dims);
+  const double B = add_ru(mul_ru(n, d * 0x1.01p-24), d * 0x1p-125);
+  const double y_lo = sub_rd(double(s), B) / n;
+  const double y_hi = add_ru(double(s), B) / n;
+  const uint32_t c = code_of(bnd, nb, y_lo);
+  return c == nb || !(double(bnd[c]) < y_hi) ? c : kUndecided;
+}
+
+// The fp32 version of fast_code's test, for the encode block's many coordinates. With
+// rn = fl32(fl64(1 / n)) and y = fl32(s * rn), the canonical y* = fl64(s* / n) satisfies
+// |y* - y| <= B / n * (1 + 2^-53) + |y| * 2^-22 + 2^-148 (the roundings of 1 / n, rn and the
+// product are 2^-53, 2^-24 and 2^-24 relative, or 2^-150 absolute below the normal range), and
+// d0 = fl32_up(B / n * (1 + 2^-50)) + 2^-126 covers the terms that do not scale with y. So y* lies
+// in [lo, hi] = [y - δ, y + δ] rounded outwards, δ = d0 + |y| * 2^-22 rounded up, and the code
+// is decided when no boundary lies in [lo, hi). enc_norms sets rn = NaN where 1 / n or d0 is not
+// a finite fp32 number; fast_code (fp64) decides those.
+KVB_HD void fast_margin(double n, uint32_t dims, float* rn, float* d0) {
+  const double d = double(dims);
+  const double B = add_ru(mul_ru(n, d * 0x1.01p-24), d * 0x1p-125);
+  *d0 = fadd_ru(to_float_ru(mul_ru(div_ru(B, n), 1.0 + 0x1p-50)), 0x1p-126f);
+  *rn = float(1.0 / n);
+  if (!finite32(*rn) || !finite32(*d0)) *rn = bits_to_float(0x7FC00000u);
+}
+KVB_HD uint32_t fast_code32(float s, float rn, float d0, const Matrix& m, const float* bnd) {
+  const float y = s * rn;
+  if (!finite32(y)) return kUndecided;
+  const float delta = fadd_ru(d0, fmul_ru(fabsf(y), 0x1p-22f));
+  const float lo = fadd_rd(y, -delta), hi = fadd_ru(y, delta);
+  const uint32_t nb = (1u << m.bits) - 1;
+  uint32_t c = 0, len = nb;  // c = #{boundaries < lo}
+  while (len > 0) {
+    const uint32_t half = len / 2;
+    if (bnd[c + half] < lo) c += half + 1, len -= half + 1; else len = half;
   }
-  return code_of(bnd, nb, exact_dot(rot, m, r, x) / n);
+  return c == nb || !(bnd[c] < hi) ? c : kUndecided;
+}
+
+// The canonical code of coordinate r (n != 0): the fp64 chain.
+KVB_HD uint32_t exact_code(double n, const Matrix& m, uint32_t r, const float* rot, const float* x, const float* bnd) {
+  return code_of(bnd, (1u << m.bits) - 1, exact_dot(rot, m, r, x) / n);
+}
+
+KVB_HD uint32_t exact_or_fast(float s, double n, const Matrix& m, uint32_t r, const float* rot, const float* x,
+                              const float* bnd, bool force_exact) {
+  if (n == 0.0) return fast_code(s, n, m, bnd);
+  const uint32_t c = force_exact ? kUndecided : fast_code(s, n, m, bnd);
+  return c != kUndecided ? c : exact_code(n, m, r, rot, x, bnd);
+}
+
+// Encode blocks are launched only when some input row is not packed: without sink and window
+// every row is a packed token, and its encode block checks it.
+KVB_HD uint32_t check_blocks(const AppendParams& p) {
+  return p.sink + p.window > 0 ? (p.rows + kCheckRows - 1) / kCheckRows : 0;
 }
 
 // Check-only block bx (>= n_tiles): input rows that are not packed (sink and ring tokens).
@@ -256,27 +386,51 @@ KVB_HD void enc_prologue(const AppendParams& p, EncodeShared& s, uint32_t tok0, 
                          uint32_t nthreads) {
   static_assert(sizeof(AppendHead) % 4 == 0, "AppendHead is copied as words");
   if (tid < nt) s.toks[tid] = p.tokens[tok0 + tid];
+  if (tid == 0) s.blk->n_fallbacks = 0;
   const uint32_t* src = reinterpret_cast<const uint32_t*>(p.heads + size_t(p.layer) * p.n_heads + h);
-  for (uint32_t i = tid; i < sizeof(AppendHead) / 4; i += nthreads) s.head_words[i] = src[i];
+  for (uint32_t i = tid; i < sizeof(AppendHead) / 4; i += nthreads) s.blk->head_words[i] = src[i];
 }
 
-// Phase 0b (quantized layer): the head's matrices and codebooks.
-KVB_HD void enc_tables(const AppendParams& p, EncodeShared& s, uint32_t tid, uint32_t nthreads) {
+// Phase 0b (quantized layer): the head's matrices and codebooks; where each K dim goes in xs;
+// the matrix of each packed byte; the ring rows of tokens leaving the window.
+KVB_HD void enc_tables(const AppendParams& p, EncodeShared& s, uint32_t nt, uint32_t h, uint32_t tid,
+                       uint32_t nthreads) {
   const AppendHead& hd = s.head();
+  const uint32_t D = p.head_dim, G = hd.n_k_groups;
   if (tid == 0) {
     uint32_t xoff = 0, m = 0;
-    for (; m < hd.n_k_groups; ++m) {
+    for (; m < G; ++m) {
       const AppendGroup& g = hd.k[m];
-      s.mats[m] = {g.bits, g.first, g.dims, g.byte_offset, g.rot_offset, g.cb_offset, xoff, g.first};
+      s.blk->mats[m] = {g.bits, g.first, g.dims, g.byte_offset, g.rot_offset, g.cb_offset, xoff, g.first};
       xoff += (g.dims + 3) & ~3u;
     }
     const AppendGroup& g = hd.v;
-    s.mats[m] = {g.bits, 0, g.dims, hd.k_code_bytes + g.byte_offset, g.rot_offset, g.cb_offset, xoff, p.head_dim};
-    s.n_mats = m + 1;
+    s.blk->mats[m] = {g.bits, 0, g.dims, hd.k_code_bytes + g.byte_offset, g.rot_offset, g.cb_offset, xoff, D};
+    s.blk->n_mats = m + 1;
   }
   for (uint32_t i = tid; i < hd.n_cb; i += nthreads) {
     s.cent[i] = hd.cent[i];
     s.bnd[i] = hd.bnd[i];
+  }
+  for (uint32_t slot = tid; slot < D; slot += nthreads) {
+    uint32_t xoff = 0, m = 0;
+    while (m + 1 < G && hd.k[m + 1].first <= slot) xoff += (hd.k[m++].dims + 3) & ~3u;
+    s.pos_k[hd.slot_dim[slot]] = uint16_t(xoff + slot - hd.k[m].first);
+  }
+  const uint32_t row_bytes = hd.k_code_bytes + hd.v_code_bytes;
+  for (uint32_t b = tid; b < row_bytes; b += nthreads) {
+    uint32_t m = G;
+    if (b < hd.k_code_bytes) {
+      m = 0;
+      while (m + 1 < G && hd.k[m + 1].byte_offset <= b) ++m;
+    }
+    s.byte_mat[b] = uint8_t(m);
+  }
+  for (uint32_t i = tid; i < 2 * nt; i += nthreads) {
+    const AppendToken& tok = s.toks[i / 2];
+    s.ring[i] = tok.src == AppendToken::kFromRing
+                    ? p.entries[tok.entry].fp16 + ring_offset(p, i % 2, h, tok.t)
+                    : nullptr;
   }
 }
 
@@ -292,56 +446,86 @@ KVB_HD void enc_fp16_rows(const AppendParams& p, const EncodeShared& s, uint32_t
   }
 }
 
-// Phase 1: the tokens' values (K in hp slot order), zero in the padding between groups.
+// Phase 1: the tokens' values, read in input order (K row, then V row of each token) and
+// placed at their slot in xs; zero in the padding between groups.
 KVB_HD void enc_load(const AppendParams& p, EncodeShared& s, uint32_t nt, uint32_t h, uint32_t tid, uint32_t nthreads) {
-  const AppendHead& hd = s.head();
-  const size_t XW = enc_xw(p.head_dim);
-  const uint32_t n_mats = s.n_mats;
-  const uint32_t row_floats = s.mats[n_mats - 1].xoff + ((p.head_dim + 3) & ~3u);
-  for (uint32_t idx = tid; idx < nt * row_floats; idx += nthreads) {
-    const uint32_t t = idx / row_floats, pos = idx % row_floats;
-    uint32_t m = 0;
-    while (m + 1 < n_mats && s.mats[m + 1].xoff <= pos) ++m;
-    const uint32_t j = pos - s.mats[m].xoff;
-    float x = 0.0f;
-    if (j < s.mats[m].dims) {
-      const bool is_v = m + 1 == n_mats;
-      x = packed_value(p, s.toks[t], h, is_v ? 1 : 0, is_v ? j : hd.slot_dim[s.mats[m].first + j]);
+  const uint32_t D = p.head_dim, n_mats = s.blk->n_mats, vxoff = s.blk->mats[n_mats - 1].xoff;
+  const size_t XW = enc_xw(D);
+  for (uint32_t idx = tid; idx < nt * n_mats * 4; idx += nthreads) {
+    const uint32_t t = idx / (n_mats * 4), m = idx / 4 % n_mats, k = idx % 4;
+    const Matrix& mt = s.blk->mats[m];
+    if (mt.dims + k < ((mt.dims + 3) & ~3u)) s.xs[t * XW + mt.xoff + mt.dims + k] = 0.0f;
+  }
+  // kLoadBatch loads in flight per thread before their checks (which may take an atomic).
+  constexpr uint32_t kLoadBatch = 4;
+  const uint32_t total = nt * 2 * D;
+  for (uint32_t base = tid; base < total; base += nthreads * kLoadBatch) {
+    float x[kLoadBatch];
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+    for (uint32_t b = 0; b < kLoadBatch; ++b) {
+      const uint32_t idx = base + b * nthreads;
+      if (idx >= total) break;
+      const uint32_t t = idx / (2 * D), o = idx % (2 * D), tensor = o >= D ? 1 : 0, dim = o - tensor * D;
+      const uint16_t* ring = s.ring[2 * t + tensor];
+      x[b] = ring ? half_bits_to_float(ring[dim])
+                  : load_input(tensor ? p.v : p.k, (size_t(s.toks[t].src) * p.n_heads + h) * D + dim, p.dtype);
     }
-    s.xs[t * XW + pos] = x;
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+    for (uint32_t b = 0; b < kLoadBatch; ++b) {
+      const uint32_t idx = base + b * nthreads;
+      if (idx >= total) break;
+      const uint32_t t = idx / (2 * D), o = idx % (2 * D), tensor = o >= D ? 1 : 0, dim = o - tensor * D;
+      float v = x[b];
+      if (!s.ring[2 * t + tensor]) {
+        check_value(p, v, p.window > 0, s.toks[t].src, h, tensor, dim);
+        if (p.window > 0) v = half_bits_to_float(to_half_bits(v));
+      }
+      s.xs[t * XW + (tensor ? vxoff + dim : s.pos_k[dim])] = v;
+    }
   }
 }
 
 // Phase 2: group norms, canonical fp64 chains (one thread per (token, group)).
 KVB_HD void enc_norms(const AppendParams& p, EncodeShared& s, uint32_t nt, uint32_t tid, uint32_t nthreads) {
   const size_t XW = enc_xw(p.head_dim);
-  for (uint32_t idx = tid; idx < nt * s.n_mats; idx += nthreads) {
-    const uint32_t t = idx / s.n_mats, m = idx % s.n_mats;
-    const float* x = s.xs + t * XW + s.mats[m].xoff;
+  for (uint32_t idx = tid; idx < nt * s.blk->n_mats; idx += nthreads) {
+    const uint32_t t = idx / s.blk->n_mats, m = idx % s.blk->n_mats;
+    const float* x = s.xs + t * XW + s.blk->mats[m].xoff;
     double nsq = 0.0;
-    const uint32_t dims = s.mats[m].dims;
+    const uint32_t dims = s.blk->mats[m].dims;
 #ifdef __CUDA_ARCH__
 #pragma unroll 8
 #endif
     for (uint32_t j = 0; j < dims; ++j) nsq = fma(double(x[j]), double(x[j]), nsq);
-    s.nrm[t * kMaxMatrices + m] = sqrt(nsq);
+    const double n = sqrt(nsq);
+    s.nrm[t * kMaxMatrices + m] = n;
+    if (n != 0.0) fast_margin(n, dims, s.rn + t * kMaxMatrices + m, s.d0 + t * kMaxMatrices + m);
   }
 }
 
-// Phase 3: codes; thread o owns output o (K slot o < D, else V row o - D) for all TT tokens.
+// The matrix of output o (K slot o < D, else V row o - D).
+KVB_HD uint32_t matrix_of_output(const EncodeShared& s, uint32_t o, uint32_t D) {
+  const uint32_t n_mats = s.blk->n_mats;
+  if (o >= D) return n_mats - 1;
+  uint32_t m = 0;
+  while (m + 2 < n_mats && s.blk->mats[m + 1].first <= o) ++m;
+  return m;
+}
+
+// Phase 3: codes; thread o owns output o for all TT tokens. Coordinates the fast path leaves
+// undecided go to the fallback list (phase 3b), so that no warp waits on one lane's fp64 chain.
 template <int TT>
 KVB_HD void enc_codes(const AppendParams& p, EncodeShared& s, uint32_t nt, uint32_t tid, uint32_t nthreads) {
   const AppendHead& hd = s.head();
-  const uint32_t D = p.head_dim, n_mats = s.n_mats;
+  const uint32_t D = p.head_dim;
   const size_t XW = enc_xw(D);
   for (uint32_t o = tid; o < 2 * D; o += nthreads) {
-    uint32_t m = 0;
-    if (o >= D) {
-      m = n_mats - 1;
-    } else {
-      while (m + 2 < n_mats && s.mats[m + 1].first <= o) ++m;
-    }
-    const Matrix mt = s.mats[m];
+    const uint32_t m = matrix_of_output(s, o, D);
+    const Matrix mt = s.blk->mats[m];
     const uint32_t r = o - mt.code_base;
     float acc[TT];
     for (int t = 0; t < TT; ++t) acc[t] = 0.0f;
@@ -365,10 +549,43 @@ KVB_HD void enc_codes(const AppendParams& p, EncodeShared& s, uint32_t nt, uint3
       }
     }
     const float* gb = s.bnd + mt.cb_offset;
-    for (int t = 0; t < TT; ++t)
-      if (t < int(nt))
-        s.codes[t * 2 * D + o] = uint8_t(exact_or_fast(acc[t], s.nrm[t * kMaxMatrices + m], mt, r, hd.rot,
-                                                       s.xs + t * XW + mt.xoff, gb, p.force_exact));
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+    for (int t = 0; t < TT; ++t) {
+      if (t >= int(nt)) break;
+      const double n = s.nrm[t * kMaxMatrices + m];
+      uint32_t c = kUndecided;
+      if (n == 0.0) {
+        c = code_of(gb, (1u << mt.bits) - 1, 0.0);
+      } else if (!p.force_exact) {
+        const float rn = s.rn[t * kMaxMatrices + m];
+        c = rn == rn ? fast_code32(acc[t], rn, s.d0[t * kMaxMatrices + m], mt, gb) : fast_code(acc[t], n, mt, gb);
+      }
+      if (c != kUndecided) {
+        s.codes[t * 2 * D + o] = uint8_t(c);
+      } else {
+#ifdef __CUDA_ARCH__
+        const uint32_t at = atomicAdd(&s.blk->n_fallbacks, 1u);
+#else
+        const uint32_t at = s.blk->n_fallbacks++;
+#endif
+        s.fallbacks[at] = uint16_t(t * 2 * D + o);
+      }
+    }
+  }
+}
+
+// Phase 3b: the undecided coordinates, one per thread, on the canonical fp64 chain.
+KVB_HD void enc_fallbacks(const AppendParams& p, EncodeShared& s, uint32_t tid, uint32_t nthreads) {
+  const AppendHead& hd = s.head();
+  const uint32_t D = p.head_dim;
+  const size_t XW = enc_xw(D);
+  for (uint32_t i = tid; i < s.blk->n_fallbacks; i += nthreads) {
+    const uint32_t f = s.fallbacks[i], t = f / (2 * D), o = f % (2 * D), m = matrix_of_output(s, o, D);
+    const Matrix& mt = s.blk->mats[m];
+    s.codes[f] = uint8_t(exact_code(s.nrm[t * kMaxMatrices + m], mt, o - mt.code_base, hd.rot,
+                                    s.xs + t * XW + mt.xoff, s.bnd + mt.cb_offset));
   }
 }
 
@@ -377,10 +594,10 @@ KVB_HD void enc_codes(const AppendParams& p, EncodeShared& s, uint32_t nt, uint3
 KVB_HD void enc_finish(const AppendParams& p, EncodeShared& s, uint32_t tok0, uint32_t nt, uint32_t h, uint32_t tid,
                        uint32_t nthreads) {
   const AppendHead& hd = s.head();
-  const uint32_t D = p.head_dim, H = p.n_heads, n_mats = s.n_mats;
+  const uint32_t D = p.head_dim, H = p.n_heads, n_mats = s.blk->n_mats;
   for (uint32_t idx = tid; idx < nt * n_mats; idx += nthreads) {
     const uint32_t t = idx / n_mats, m = idx % n_mats;
-    const Matrix& mt = s.mats[m];
+    const Matrix& mt = s.blk->mats[m];
     const double n = s.nrm[t * kMaxMatrices + m];
     uint16_t scale = 0;
     if (n != 0.0) {
@@ -405,9 +622,7 @@ KVB_HD void enc_finish(const AppendParams& p, EncodeShared& s, uint32_t tok0, ui
   const uint32_t row_bytes = hd.k_code_bytes + hd.v_code_bytes;
   for (uint32_t idx = tid; idx < nt * row_bytes; idx += nthreads) {
     const uint32_t t = idx / row_bytes, b = idx % row_bytes;
-    uint32_t m = 0;
-    while (m + 1 < n_mats && s.mats[m + 1].byte_offset <= b) ++m;
-    const Matrix& mt = s.mats[m];
+    const Matrix& mt = s.blk->mats[s.byte_mat[b]];
     const uint32_t lb = b - mt.byte_offset, bits = mt.bits;
     const uint8_t* c = s.codes + t * 2 * D + mt.code_base;
     uint32_t value = 0;
@@ -429,18 +644,19 @@ KVB_HD void copy_bytes(uint8_t* dst, const uint8_t* src, size_t n, uint32_t tid,
   for (size_t i = words * 4 + tid; i < n; i += nthreads) dst[i] = src[i];
 }
 
-// Blocks of the commit, in this order: copy-on-write (copy, region), staged rows (packed
-// token, head), fp16 rows (input row, head), bookkeeping words. The copies run as a launch of
-// their own, before the rest: a copy reads rows of a shared page that another sequence of the
-// same call may then write in place (the CPU backend also copies before it writes). One
-// (token, head) or (row, head) per block keeps every thread to about one load and one store:
-// a decode step's commit is latency-bound.
+// Blocks of the commit, in this order: copy-on-write (copy, region), staged rows (kStagedRows
+// (packed token, head) items per block, one warp each), fp16 rows (input row, head), bookkeeping
+// words. The copies run as a launch of their own, before the rest: a copy reads rows of a shared
+// page that another sequence of the same call may then write in place (the CPU backend also
+// copies before it writes). A warp per staged row keeps each thread to a few loads and stores,
+// and a prefill chunk's thousands of rows to a few hundred blocks.
+constexpr uint32_t kStagedRows = kThreads / 32;
 struct CommitGrid {
   uint64_t copy_blocks, row_blocks, fp16_blocks, word_blocks;
   KVB_HD uint64_t blocks() const { return copy_blocks + row_blocks + fp16_blocks + word_blocks; }
 };
 KVB_HD CommitGrid commit_grid(const AppendParams& p) {
-  return {uint64_t(p.n_copies) * p.n_layers * p.n_heads, uint64_t(p.n_tokens) * p.n_heads,
+  return {uint64_t(p.n_copies) * p.n_layers * p.n_heads, (uint64_t(p.n_tokens) * p.n_heads + kStagedRows - 1) / kStagedRows,
           p.sink + p.window > 0 ? uint64_t(p.rows) * p.n_heads : 0u, (uint64_t(p.n_words) + kThreads - 1) / kThreads};
 }
 
@@ -464,8 +680,11 @@ KVB_HD void commit_block(const AppendParams& p, const CommitGrid& g, uint64_t b,
   }
   b -= g.copy_blocks;
   if (b < g.row_blocks) {
-    // The staged row of one (packed token, head) into its page row.
-    const size_t item = size_t(b);
+    // Warp w: the staged row of one (packed token, head) into its page row (the launch has
+    // kThreads threads).
+    const size_t item = size_t(b) * kStagedRows + tid / 32;
+    if (item >= size_t(p.n_tokens) * H) return;
+    tid %= 32, nthreads = 32;
     const uint32_t h = uint32_t(item % H);
     const AppendToken tok = p.tokens[item / H];
     const AppendHead& hd = p.heads[size_t(p.layer) * H + h];

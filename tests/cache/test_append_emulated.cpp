@@ -32,7 +32,7 @@ namespace {
 
 template <int TT>
 void emulate_encode_tt(const AppendParams& p) {
-  const uint32_t n_tiles = (p.n_tokens + TT - 1) / TT, checks = (p.rows + kCheckRows - 1) / kCheckRows;
+  const uint32_t n_tiles = (p.n_tokens + TT - 1) / TT, checks = check_blocks(p);
   const size_t bytes = p.fp16_layer ? 16 : enc_smem_bytes(TT, p.head_dim, p.max_cb);
   std::vector<float4> dyn(bytes / 16 + 2);  // 16-byte aligned, as shared memory
   for (uint32_t h = 0; h < p.n_heads; ++h)
@@ -44,19 +44,20 @@ void emulate_encode_tt(const AppendParams& p) {
       // Shared memory starts as NaN bytes: a phase reading what nobody wrote shows up.
       std::memset(dyn.data(), 0xFF, dyn.size() * 16);
       EncodeShared s{};
+      EncodeBlock blk{};
       AppendToken toks[TT];
-      s.toks = toks;
-      enc_bind(s, reinterpret_cast<unsigned char*>(dyn.data()), TT, p.head_dim, p.max_cb);
+      enc_bind(s, &blk, toks, reinterpret_cast<unsigned char*>(dyn.data()), TT, p.head_dim, p.max_cb);
       const uint32_t tok0 = bx * TT, nt = std::min<uint32_t>(TT, p.n_tokens - tok0);
       for (uint32_t tid = 0; tid < kThreads; ++tid) enc_prologue(p, s, tok0, nt, h, tid, kThreads);
       if (p.fp16_layer) {
         for (uint32_t tid = 0; tid < kThreads; ++tid) enc_fp16_rows(p, s, tok0, nt, h, tid, kThreads);
         continue;
       }
-      for (uint32_t tid = 0; tid < kThreads; ++tid) enc_tables(p, s, tid, kThreads);
+      for (uint32_t tid = 0; tid < kThreads; ++tid) enc_tables(p, s, nt, h, tid, kThreads);
       for (uint32_t tid = 0; tid < kThreads; ++tid) enc_load(p, s, nt, h, tid, kThreads);
       for (uint32_t tid = 0; tid < kThreads; ++tid) enc_norms(p, s, nt, tid, kThreads);
       for (uint32_t tid = 0; tid < kThreads; ++tid) enc_codes<TT>(p, s, nt, tid, kThreads);
+      for (uint32_t tid = 0; tid < kThreads; ++tid) enc_fallbacks(p, s, tid, kThreads);
       for (uint32_t tid = 0; tid < kThreads; ++tid) enc_finish(p, s, tok0, nt, h, tid, kThreads);
     }
 }
@@ -410,6 +411,49 @@ TEST(AppendEmulated, CoordinatesOnCodebookBoundariesTakeTheExactPath) {
   expect_same(a, b, "boundary rows");
 }
 
+TEST(AppendEmulated, Fp32TestNeverContradictsTheCanonicalCode) {
+  // The encode block's fp32 test (fast_code32): for any fp32 sum s within the bound B of the
+  // canonical s*, a code it decides is the code of fl64(s* / n). Adversarial coordinates sit
+  // within a few B of a boundary; norms span the fp32 range, subnormal ones included.
+  std::mt19937_64 rng(12);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  uint64_t decided = 0, decided_random = 0, random_cases = 0, checked = 0;
+  for (int trial = 0; trial < 400000; ++trial) {
+    Matrix m{};
+    m.bits = 1 + uint32_t(trial % 8);
+    m.dims = 1u << (1 + trial % 7);  // 2 .. 128
+    const uint32_t nb = (1u << m.bits) - 1;
+    std::vector<float> bnd(nb);
+    for (uint32_t i = 0; i < nb; ++i) bnd[i] = float(std::tan((double(i) + 1) / (nb + 1) * 3.0 - 1.5) * 0.3);
+    if (nb % 2 == 1) bnd[nb / 2] = 0.0f;
+    const double n = std::ldexp(1.0 + 0.5 * (u(rng) + 1.0), int(trial % 280) - 150);
+    const double B = add_ru(mul_ru(n, double(m.dims) * 0x1.01p-24), double(m.dims) * 0x1p-125);
+    const bool near = trial % 2 == 0;
+    double y_target = 1.3 * u(rng);
+    if (near) y_target = double(bnd[size_t(rng() % nb)]) + u(rng) * 4.0 * B / n;
+    const double s_star = y_target * n;
+    const float s = float(s_star + u(rng) * B);
+    if (!std::isfinite(s) || std::fabs(double(s) - s_star) > B) continue;
+    float rn = 0, d0 = 0;
+    fast_margin(n, m.dims, &rn, &d0);
+    if (!(rn == rn)) continue;  // the fp64 test decides these
+    ++checked;
+    const bool counted = !near && n > 0x1p-100;  // below, the 2^-125 terms of B widen the interval
+    random_cases += counted;
+    const uint32_t want = code_of(bnd.data(), nb, s_star / n);
+    const uint32_t got = fast_code32(s, rn, d0, m, bnd.data());
+    if (got == kUndecided) continue;
+    ++decided;
+    decided_random += counted;
+    ASSERT_EQ(got, want) << "trial " << trial << " n " << n << " s* " << s_star << " s " << s;
+  }
+  // The test has teeth: most coordinates are decided, near-boundary ones included.
+  EXPECT_GT(checked, 200000u);
+  EXPECT_GT(decided_random, random_cases * 99 / 100);
+  EXPECT_GT(random_cases, 100000u);
+  EXPECT_GT(decided, checked / 2);
+}
+
 TEST(AppendEmulated, BadValuesGiveTheCpuError) {
   ModelShape sh = cachetest::make_shape(2, 2, 32);
   PlanOptions o;
@@ -556,18 +600,18 @@ TEST(AppendEmulated, ExactChainsAreTheCanonicalSums) {
   ap.heads = em.tables.heads.data(), ap.max_cb = em.tables.max_cb[0], ap.error = &error;
   std::vector<float4> dyn(enc_smem_bytes(4, 128, ap.max_cb) / 16 + 2);
   EncodeShared s{};
+  EncodeBlock blk{};
   AppendToken toks[4];
-  s.toks = toks;
-  enc_bind(s, reinterpret_cast<unsigned char*>(dyn.data()), 4, 128, ap.max_cb);
+  enc_bind(s, &blk, toks, reinterpret_cast<unsigned char*>(dyn.data()), 4, 128, ap.max_cb);
   for (uint32_t h = 0; h < 2; ++h) {
     for (uint32_t tid = 0; tid < kThreads; ++tid) enc_prologue(ap, s, 0, T, h, tid, kThreads);
-    for (uint32_t tid = 0; tid < kThreads; ++tid) enc_tables(ap, s, tid, kThreads);
+    for (uint32_t tid = 0; tid < kThreads; ++tid) enc_tables(ap, s, T, h, tid, kThreads);
     for (uint32_t tid = 0; tid < kThreads; ++tid) enc_load(ap, s, T, h, tid, kThreads);
     for (uint32_t tid = 0; tid < kThreads; ++tid) enc_norms(ap, s, T, tid, kThreads);
     const TqQuantizer& kq = c.quantizers(0, h).k;
     for (uint32_t t = 0; t < T; ++t)
-      for (uint32_t m = 0; m < s.n_mats; ++m) {
-        const bool is_v = m + 1 == s.n_mats;
+      for (uint32_t m = 0; m < s.blk->n_mats; ++m) {
+        const bool is_v = m + 1 == s.blk->n_mats;
         const float* row = (is_v ? v.data() : k.data()) + (size_t(t) * 2 + h) * 128;
         double nsq = 0.0;
         const uint32_t first = is_v ? 0 : kq.groups()[m].first_slot, dims = is_v ? 128 : kq.groups()[m].dims;
