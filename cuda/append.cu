@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(kThreads, 4) encode_kernel(AppendParams p, uin
   }
   enc_tables(p, s, nt, h, tid, kThreads);
   __syncthreads();
-  enc_load(p, s, nt, h, tid, kThreads);
+  enc_load<TT>(p, s, nt, h, tid, kThreads);
   __syncthreads();
   enc_norms(p, s, nt, tid, kThreads);
   __syncthreads();
@@ -99,9 +99,9 @@ void launch_encode(const AppendParams& p, cudaStream_t stream) {
   if (smem > raised.load()) {
     check_cuda(cudaFuncSetAttribute(encode_kernel<TT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
                "append: cudaFuncSetAttribute");
-    // All of the SM's memory as shared memory: blocks, not L1, are the limit.
+    // Two thirds of the SM memory as shared memory: room for four blocks, and L1 keeps the rotations.
     check_cuda(cudaFuncSetAttribute(encode_kernel<TT>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                    int(cudaSharedmemCarveoutMaxShared)),
+                                    66),
                "append: cudaFuncSetAttribute");
     raised.store(smem);
   }

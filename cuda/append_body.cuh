@@ -446,45 +446,41 @@ KVB_HD void enc_fp16_rows(const AppendParams& p, const EncodeShared& s, uint32_t
   }
 }
 
-// Phase 1: the tokens' values, read in input order (K row, then V row of each token) and
-// placed at their slot in xs; zero in the padding between groups.
+// Phase 1: the tokens' values, read in input order (a thread per K or V dim, consecutive dims in
+// a warp) and placed at their slot in xs; zero in the padding between groups. A thread's TT
+// loads are in flight before their checks (which may take an atomic).
+template <int TT>
 KVB_HD void enc_load(const AppendParams& p, EncodeShared& s, uint32_t nt, uint32_t h, uint32_t tid, uint32_t nthreads) {
-  const uint32_t D = p.head_dim, n_mats = s.blk->n_mats, vxoff = s.blk->mats[n_mats - 1].xoff;
+  const uint32_t D = p.head_dim, H = p.n_heads, n_mats = s.blk->n_mats, vxoff = s.blk->mats[n_mats - 1].xoff;
   const size_t XW = enc_xw(D);
-  for (uint32_t idx = tid; idx < nt * n_mats * 4; idx += nthreads) {
-    const uint32_t t = idx / (n_mats * 4), m = idx / 4 % n_mats, k = idx % 4;
-    const Matrix& mt = s.blk->mats[m];
-    if (mt.dims + k < ((mt.dims + 3) & ~3u)) s.xs[t * XW + mt.xoff + mt.dims + k] = 0.0f;
+  for (uint32_t i = tid; i < n_mats * 4; i += nthreads) {
+    const Matrix& mt = s.blk->mats[i / 4];
+    if (mt.dims + i % 4 < ((mt.dims + 3) & ~3u))
+      for (uint32_t t = 0; t < nt; ++t) s.xs[t * XW + mt.xoff + mt.dims + i % 4] = 0.0f;
   }
-  // kLoadBatch loads in flight per thread before their checks (which may take an atomic).
-  constexpr uint32_t kLoadBatch = 4;
-  const uint32_t total = nt * 2 * D;
-  for (uint32_t base = tid; base < total; base += nthreads * kLoadBatch) {
-    float x[kLoadBatch];
+  for (uint32_t o = tid; o < 2 * D; o += nthreads) {
+    const uint32_t tensor = o >= D ? 1 : 0, dim = o - tensor * D, pos = tensor ? vxoff + dim : s.pos_k[dim];
+    const void* in = tensor ? p.v : p.k;
+    float x[TT];
 #ifdef __CUDA_ARCH__
 #pragma unroll
 #endif
-    for (uint32_t b = 0; b < kLoadBatch; ++b) {
-      const uint32_t idx = base + b * nthreads;
-      if (idx >= total) break;
-      const uint32_t t = idx / (2 * D), o = idx % (2 * D), tensor = o >= D ? 1 : 0, dim = o - tensor * D;
+    for (int t = 0; t < TT; ++t) {
+      if (t >= int(nt)) break;
       const uint16_t* ring = s.ring[2 * t + tensor];
-      x[b] = ring ? half_bits_to_float(ring[dim])
-                  : load_input(tensor ? p.v : p.k, (size_t(s.toks[t].src) * p.n_heads + h) * D + dim, p.dtype);
+      x[t] = ring ? half_bits_to_float(ring[dim]) : load_input(in, (size_t(s.toks[t].src) * H + h) * D + dim, p.dtype);
     }
 #ifdef __CUDA_ARCH__
 #pragma unroll
 #endif
-    for (uint32_t b = 0; b < kLoadBatch; ++b) {
-      const uint32_t idx = base + b * nthreads;
-      if (idx >= total) break;
-      const uint32_t t = idx / (2 * D), o = idx % (2 * D), tensor = o >= D ? 1 : 0, dim = o - tensor * D;
-      float v = x[b];
+    for (int t = 0; t < TT; ++t) {
+      if (t >= int(nt)) break;
+      float v = x[t];
       if (!s.ring[2 * t + tensor]) {
         check_value(p, v, p.window > 0, s.toks[t].src, h, tensor, dim);
         if (p.window > 0) v = half_bits_to_float(to_half_bits(v));
       }
-      s.xs[t * XW + (tensor ? vxoff + dim : s.pos_k[dim])] = v;
+      s.xs[t * XW + pos] = v;
     }
   }
 }
@@ -619,18 +615,21 @@ KVB_HD void enc_finish(const AppendParams& p, EncodeShared& s, uint32_t tok0, ui
     if ((scale & 0x7C00u) == 0x7C00u)
       error_min(p.error, AppendError::kScaleBase + 2ull * item + (m + 1 == n_mats ? 0 : 1));
   }
+  // Byte b of every token's row: its codes [j0, j1) are found once.
   const uint32_t row_bytes = hd.k_code_bytes + hd.v_code_bytes;
-  for (uint32_t idx = tid; idx < nt * row_bytes; idx += nthreads) {
-    const uint32_t t = idx / row_bytes, b = idx % row_bytes;
+  for (uint32_t b = tid; b < row_bytes; b += nthreads) {
     const Matrix& mt = s.blk->mats[s.byte_mat[b]];
-    const uint32_t lb = b - mt.byte_offset, bits = mt.bits;
-    const uint8_t* c = s.codes + t * 2 * D + mt.code_base;
-    uint32_t value = 0;
-    for (uint32_t j = lb * 8 / bits; j < mt.dims && j * bits < lb * 8 + 8; ++j) {
-      const int shift = int(j * bits) - int(lb * 8);
-      value |= shift >= 0 ? uint32_t(c[j]) << shift : uint32_t(c[j]) >> -shift;
+    const uint32_t lb = b - mt.byte_offset, bits = mt.bits, j0 = lb * 8 / bits;
+    const uint32_t j_end = (lb * 8 + 8 + bits - 1) / bits, j1 = j_end < mt.dims ? j_end : mt.dims;
+    for (uint32_t t = 0; t < nt; ++t) {
+      const uint8_t* c = s.codes + t * 2 * D + mt.code_base;
+      uint32_t value = 0;
+      for (uint32_t j = j0; j < j1; ++j) {
+        const int shift = int(j * bits) - int(lb * 8);
+        value |= shift >= 0 ? uint32_t(c[j]) << shift : uint32_t(c[j]) >> -shift;
+      }
+      p.stage_codes[(size_t(tok0 + t) * H + h) * p.code_stride + b] = uint8_t(value);
     }
-    p.stage_codes[(size_t(tok0 + t) * H + h) * p.code_stride + b] = uint8_t(value);
   }
 }
 

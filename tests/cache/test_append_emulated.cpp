@@ -54,7 +54,7 @@ void emulate_encode_tt(const AppendParams& p) {
         continue;
       }
       for (uint32_t tid = 0; tid < kThreads; ++tid) enc_tables(p, s, nt, h, tid, kThreads);
-      for (uint32_t tid = 0; tid < kThreads; ++tid) enc_load(p, s, nt, h, tid, kThreads);
+      for (uint32_t tid = 0; tid < kThreads; ++tid) enc_load<TT>(p, s, nt, h, tid, kThreads);
       for (uint32_t tid = 0; tid < kThreads; ++tid) enc_norms(p, s, nt, tid, kThreads);
       for (uint32_t tid = 0; tid < kThreads; ++tid) enc_codes<TT>(p, s, nt, tid, kThreads);
       for (uint32_t tid = 0; tid < kThreads; ++tid) enc_fallbacks(p, s, tid, kThreads);
@@ -606,7 +606,7 @@ TEST(AppendEmulated, ExactChainsAreTheCanonicalSums) {
   for (uint32_t h = 0; h < 2; ++h) {
     for (uint32_t tid = 0; tid < kThreads; ++tid) enc_prologue(ap, s, 0, T, h, tid, kThreads);
     for (uint32_t tid = 0; tid < kThreads; ++tid) enc_tables(ap, s, T, h, tid, kThreads);
-    for (uint32_t tid = 0; tid < kThreads; ++tid) enc_load(ap, s, T, h, tid, kThreads);
+    for (uint32_t tid = 0; tid < kThreads; ++tid) enc_load<4>(ap, s, T, h, tid, kThreads);
     for (uint32_t tid = 0; tid < kThreads; ++tid) enc_norms(ap, s, T, tid, kThreads);
     const TqQuantizer& kq = c.quantizers(0, h).k;
     for (uint32_t t = 0; t < T; ++t)
