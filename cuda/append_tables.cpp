@@ -87,11 +87,16 @@ AppendTables build_append_tables(const Cache::Impl& m, uint8_t* pool_base) {
   return t;
 }
 
-uint32_t final_page(const AppendPlan& plan, uint32_t e, size_t idx) {
-  // Steps of an entry are consecutive in page_steps and ascend by index.
-  for (const PageStep& st : plan.page_steps)
-    if (st.entry == e && st.index == idx) return st.page;
-  return plan.entries[e].seq->pages[idx];
+FinalPages::FinalPages(const AppendPlan& plan) : plan_(plan), first_(plan.entries.size() + 1, 0) {
+  for (const PageStep& st : plan.page_steps) ++first_[st.entry + 1];
+  for (size_t e = 0; e < plan.entries.size(); ++e) first_[e + 1] += first_[e];
+}
+
+uint32_t FinalPages::operator()(uint32_t e, size_t idx) const {
+  const auto b = plan_.page_steps.begin() + std::ptrdiff_t(first_[e]);
+  const auto end = plan_.page_steps.begin() + std::ptrdiff_t(first_[e + 1]);
+  const auto it = std::lower_bound(b, end, idx, [](const PageStep& st, size_t i) { return st.index < i; });
+  return it != end && it->index == idx ? it->page : plan_.entries[e].seq->pages[idx];
 }
 
 AppendCall describe_append(const Cache::Impl& m, const AppendPlan& plan) {
@@ -107,19 +112,17 @@ AppendCall describe_append(const Cache::Impl& m, const AppendPlan& plan) {
     d.qend1 = p.qend1;
     d.fp16 = p.new_block ? p.new_block.get() : p.seq->layers[plan.layer].fp16.get();
   }
-  // The page of every packed token: entries' page steps looked up once per page index.
+  // The page of every packed token (looked up once per page: tokens of an entry ascend).
   c.tokens.resize(plan.packed.size());
-  std::vector<std::vector<const PageStep*>> steps(plan.entries.size());
-  for (const PageStep& st : plan.page_steps) steps[st.entry].push_back(&st);
+  const FinalPages final_page(plan);
+  uint32_t last_entry = ~0u, page = 0;
+  size_t last_idx = 0;
   for (size_t i = 0; i < plan.packed.size(); ++i) {
     const cache_detail::PackedToken& pt = plan.packed[i];
-    uint32_t page = 0;
     if (plan.pages_fit) {
       const size_t idx = m.page_index(pt.t);
-      bool found = false;
-      for (const PageStep* st : steps[pt.entry])
-        if (st->index == idx) page = st->page, found = true;
-      if (!found) page = plan.entries[pt.entry].seq->pages[idx];
+      if (pt.entry != last_entry || idx != last_idx) page = final_page(pt.entry, idx);
+      last_entry = pt.entry, last_idx = idx;
     }
     const SeqAppend& e = plan.entries[pt.entry];
     const uint32_t src = pt.t < e.len0 ? AppendToken::kFromRing : uint32_t(e.first_row + (pt.t - e.len0));

@@ -38,8 +38,21 @@ struct AppendCall {
   uint32_t code_stride = 0, scale_stride = 0;  // staging strides (append.hpp)
 };
 
-// Page id of page-table index `idx` of entry `e` once the plan is committed.
-uint32_t final_page(const cache_detail::AppendPlan& plan, uint32_t e, size_t idx);
+// Page ids of an entry's page-table indices once the plan is committed. An entry's page steps
+// are consecutive in plan.page_steps and ascend by index: a look-up is a binary search in them,
+// so that a prefill of thousands of tokens over hundreds of pages stays linear.
+class FinalPages {
+ public:
+  explicit FinalPages(const cache_detail::AppendPlan& plan);
+  uint32_t operator()(uint32_t e, size_t idx) const;  // page of index idx of entry e
+  // The entry's steps: plan.page_steps[begin(e), end(e)).
+  size_t begin(uint32_t e) const { return first_[e]; }
+  size_t end(uint32_t e) const { return first_[e + 1]; }
+
+ private:
+  const cache_detail::AppendPlan& plan_;
+  std::vector<size_t> first_;  // n_entries + 1
+};
 
 // The descriptors of a planned append. An entry's fp16 block is its new block if the plan has
 // one, else the sequence's; token pages and copies are filled only when plan.pages_fit.

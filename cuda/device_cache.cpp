@@ -340,6 +340,7 @@ void CudaCache::append(AppendPlan& plan, const void* k, const void* v, void* str
     }
     // The decode mirror after the call: lengths, fp16 block, page-table entries.
     uint32_t* arena = arena_.as<uint32_t>();
+    const FinalPages final_page(plan);
     for (size_t e = 0; e < n_entries; ++e) {
       const SeqAppend& p = plan.entries[e];
       const TablePlan& t = tables[e];
@@ -353,11 +354,13 @@ void CudaCache::append(AppendPlan& plan, const void* k, const void* v, void* str
       }
       if (t.relocate) {
         for (uint64_t idx = 0; idx < t.final_len; ++idx)
-          words.push_back({arena + t.offset + idx, final_page(plan, uint32_t(e), size_t(idx))});
+          words.push_back({arena + t.offset + idx, final_page(uint32_t(e), size_t(idx))});
         words.push_back({offsets_.as<uint32_t>() + id, uint32_t(t.offset)});
       } else {
-        for (const PageStep& st : plan.page_steps)
-          if (st.entry == e) words.push_back({arena + slots_[size_t(id)].offset + st.index, st.page});
+        for (size_t i = final_page.begin(uint32_t(e)); i < final_page.end(uint32_t(e)); ++i) {
+          const PageStep& st = plan.page_steps[i];
+          words.push_back({arena + slots_[size_t(id)].offset + st.index, st.page});
+        }
       }
     }
   }

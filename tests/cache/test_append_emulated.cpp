@@ -503,6 +503,27 @@ TEST(AppendEmulated, BadValuesGiveTheCpuError) {
     EXPECT_EQ(y.message, x.message);
     expect_same(a, b, "after a refused append");
   }
+  // Prefill-sized calls without sink and window (16-token encode blocks, no check blocks): the
+  // encode blocks' own checks find the first bad value, and scale overflows, as the CPU does.
+  for (int where = 0; where < 3; ++where) {
+    Cache a(plan2, ctx(), cfg), b(plan2, ctx(), cfg);
+    Emulated em(b);
+    std::vector<uint64_t> seqs;
+    for (int i = 0; i < 2; ++i) seqs.push_back(a.add_sequence()), b.add_sequence();
+    std::mt19937_64 rng(20 + where);
+    const std::vector<uint32_t> n = {70, 50};
+    auto k = values(rng, 120 * 64, 64), v = values(rng, 120 * 64, 64);
+    if (where == 0) k[65 * 64 + 32 + 3] = NAN;
+    if (where == 1) k[110 * 64 + 2] = NAN, v[100 * 64 + 33] = -INFINITY;  // the earlier row wins
+    if (where == 2)
+      for (uint32_t d = 0; d < 32; ++d) v[80 * 64 + d] = 3e5f;
+    const Outcome x = outcome_of([&] { a.append(0, seqs.data(), n.data(), 2, k.data(), v.data(), DType::f32); });
+    const Outcome y = outcome_of([&] { em.append(0, seqs, n, k.data(), v.data(), DType::f32); });
+    EXPECT_EQ(x.code, StatusCode::invalid_argument) << where << ": " << x.message;
+    EXPECT_EQ(y.code, x.code) << where << ": " << y.message;
+    EXPECT_EQ(y.message, x.message) << where;
+    expect_same(a, b, "after a refused prefill");
+  }
 }
 
 TEST(AppendEmulated, SingleLaunchRefusalZeroesTheRowsItWrote) {

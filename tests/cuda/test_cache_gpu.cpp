@@ -220,14 +220,15 @@ Filled filled(uint32_t sink, uint32_t window, uint64_t max_pages, uint32_t page_
   return f;
 }
 
-// Appends 3 + 2 + 4 tokens with one bad value placed by `poison`; both caches must refuse
-// with the same status and message and stay identical (and as before).
+// Appends n = 3 + 2 + 4 tokens (or the given counts) with bad values placed by `poison`; both
+// caches must refuse with the same status and message and stay identical (and as before).
 void expect_refused(Filled& f, const std::function<void(std::vector<float>&, std::vector<float>&)>& poison,
-                    StatusCode want, const std::string& want_text, bool device_inputs) {
+                    StatusCode want, const std::string& want_text, bool device_inputs,
+                    const std::vector<uint32_t>& n = {3, 2, 4}) {
   std::mt19937_64 rng(9);
   const std::vector<uint64_t> seqs = {f.seqs[0], 3, f.seqs[2]};
-  const std::vector<uint32_t> n = {3, 2, 4};
-  auto k = values(rng, 9 * f.row, f.row), v = values(rng, 9 * f.row, f.row);
+  const uint32_t rows = n[0] + n[1] + n[2];
+  auto k = values(rng, rows * f.row, f.row), v = values(rng, rows * f.row, f.row);
   poison(k, v);
   const auto [a, b] = f.pair->append(0, seqs, n, k, v, DType::f32, device_inputs);
   EXPECT_EQ(a.code, want) << a.message;
@@ -271,6 +272,26 @@ TEST_F(GpuCache, ScaleOverflowLeavesBothCachesUnchanged) {
         for (uint32_t d = 0; d < 64; ++d) k[4 * f.row + 64 + d] = 2e5f;
       },
       StatusCode::invalid_argument, "too large for an fp16 scale", true);
+}
+
+TEST_F(GpuCache, PrefillRefusalLeavesBothCachesUnchanged) {
+  // 120 tokens in one call (16-token encode blocks), no sink or window (no check blocks), a
+  // forked sequence (copy-on-write): a bad value or a scale overflow anywhere refuses the call.
+  const std::vector<uint32_t> n = {40, 30, 50};
+  for (int where = 0; where < 3; ++where) {
+    Filled f = filled(0, 0, 256);
+    expect_refused(
+        f,
+        [&](std::vector<float>& k, std::vector<float>& v) {
+          if (where == 0) k[70 * f.row + 64 + 9] = NAN;
+          if (where == 1) k[110 * f.row + 2] = NAN, v[100 * f.row + 64 + 33] = -INFINITY;  // the earlier row wins
+          if (where == 2)
+            for (uint32_t d = 0; d < 64; ++d) v[90 * f.row + d] = 2e5f;
+        },
+        StatusCode::invalid_argument,
+        where == 0 ? "dim 9" : where == 1 ? "dim 33" : "too large for an fp16 scale", true, n);
+    if (HasFatalFailure()) return;
+  }
 }
 
 TEST_F(GpuCache, SingleLaunchRefusalLeavesBothCachesUnchanged) {
