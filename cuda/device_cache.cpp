@@ -241,11 +241,11 @@ void CudaCache::compact(CudaContext::Call& call, const std::vector<std::pair<uin
   std::vector<uint32_t> image;
   std::vector<uint32_t> offsets(slots_.size(), 0);
   std::vector<TableSlot> slots(slots_.size());
+  std::vector<uint64_t> wanted(slots_.size(), 0);  // by id: a batch of new sequences all want room
+  for (const auto& w : want) wanted[size_t(w.first)] = std::max(wanted[size_t(w.first)], w.second);
   for (uint64_t id : m_.seqs.ids()) {
     const Sequence& s = *m_.seqs.find(id);
-    uint64_t n = s.pages.size();
-    for (const auto& w : want)
-      if (w.first == id) n = std::max(n, w.second);
+    const uint64_t n = std::max<uint64_t>(s.pages.size(), wanted[size_t(id)]);
     if (n == 0) continue;
     const uint64_t cap = pow2_capacity(n);
     slots[size_t(id)] = {image.size(), cap};

@@ -46,18 +46,19 @@ Request validate_request(const char* op, bool decode, const Cache& cache, uint32
 
   req.seqs.resize(n_seqs);
   for (size_t i = 0; i < n_seqs; ++i) {
-    const std::string who = "sequence " + std::to_string(seqs[i]) + " (batch index " + std::to_string(i) + ")";
-    if (!cache.has_sequence(seqs[i])) reject(StatusCode::not_found, op, who + " is not in the cache");
+    // Built only for a message: this loop runs for every sequence of every call and layer.
+    const auto who = [&] { return "sequence " + std::to_string(seqs[i]) + " (batch index " + std::to_string(i) + ")"; };
+    if (!cache.has_sequence(seqs[i])) reject(StatusCode::not_found, op, who() + " is not in the cache");
     SeqWork& w = req.seqs[i];
     w.len = cache.length(seqs[i], layer);
     w.q_len = decode ? 1 : q_len[i];
     if (decode && w.len == 0)
       reject(StatusCode::invalid_argument, op,
-             who + " holds no tokens in layer " + std::to_string(layer) + " (append the query's token first)");
-    if (w.q_len == 0) reject(StatusCode::invalid_argument, op, who + " has q_len 0");
+             who() + " holds no tokens in layer " + std::to_string(layer) + " (append the query's token first)");
+    if (w.q_len == 0) reject(StatusCode::invalid_argument, op, who() + " has q_len 0");
     if (w.q_len > w.len)
       reject(StatusCode::invalid_argument, op,
-             who + " has q_len " + std::to_string(w.q_len) + " but holds only " + std::to_string(w.len) +
+             who() + " has q_len " + std::to_string(w.q_len) + " but holds only " + std::to_string(w.len) +
                  " tokens in layer " + std::to_string(layer) + " (append the chunk first)");
     w.first_row = req.total_rows;
     req.total_rows += w.q_len;

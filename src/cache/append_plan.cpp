@@ -34,8 +34,11 @@ void plan_pages(const Cache::Impl& m, AppendPlan& plan) {
       s.index = uint32_t(idx);
       if (idx < pages.size()) {
         const uint32_t old = pages[idx];
-        if (m.pool.refcount(old) - released[old] <= 1) continue;  // its own page: written in place
-        ++released[old];
+        const uint32_t refs = m.pool.refcount(old);
+        if (refs <= 1) continue;  // its own page: written in place (no map entry: the common case)
+        uint32_t& gone = released[old];
+        if (refs - gone <= 1) continue;  // the earlier holders gave it up: this one owns it
+        ++gone;
         s.copy = true;
         s.old_page = old;
       }

@@ -18,8 +18,11 @@ void Cache::Impl::remove(uint64_t id) {
   std::vector<uint32_t> freed;
   if (device) freed.reserve(seqs.get(id).pages.size());  // before anything changes: may throw
   std::unique_ptr<Sequence> seq = seqs.take(id);
-  for (uint32_t page : seq->pages)
-    if (pool.release(page) && device) freed.push_back(page);
+  // Last page first: the free stack then hands the pages out again in the sequence's order, so a
+  // sequence added after a removal gets consecutive ids where the removed one had them (its
+  // transfers then merge into few copies, cache_transfer.cpp).
+  for (auto it = seq->pages.rbegin(); it != seq->pages.rend(); ++it)
+    if (pool.release(*it) && device) freed.push_back(*it);
   if (device) device->removed(id, freed);
 }
 

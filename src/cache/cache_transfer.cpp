@@ -63,7 +63,7 @@ TransferList transfer_list(const Cache::Impl& m, const Sequence& seq, const std:
       const size_t r = m.slot(l, h);
       const PageLayout& lay = m.layouts[r];
       for (size_t i = 0; i < g.pages; ++i) {
-        list.copies.push_back({at, m.pool.page(r, seq.pages[i]), lay.page_bytes});
+        list.copy(at, m.pool.page(r, seq.pages[i]), lay.page_bytes);
         at += lay.page_bytes;
       }
       if (g.pages == 0 || last_rows == m.page_size) continue;
@@ -87,7 +87,7 @@ TransferList transfer_list(const Cache::Impl& m, const Sequence& seq, const std:
     auto* block = reinterpret_cast<uint8_t*>(sl.fp16.get());
     for (int tensor = 0; tensor < 2; ++tensor)
       for (uint32_t h = 0; h < m.n_heads; ++h, at += g.sink_rows * row) {
-        if (g.sink_rows) list.copies.push_back({at, block + m.sink_offset(tensor == 1, h, 0) * 2, g.sink_rows * row});
+        if (g.sink_rows) list.copy(at, block + m.sink_offset(tensor == 1, h, 0) * 2, g.sink_rows * row);
       }
     // Window rows in token order; the ring wraps at most once over [qend, len).
     for (int tensor = 0; tensor < 2; ++tensor)
@@ -96,7 +96,7 @@ TransferList transfer_list(const Cache::Impl& m, const Sequence& seq, const std:
         while (t < g.len) {
           const uint32_t ring_row = (t - m.sink) % m.window;
           const uint32_t run = std::min(g.len - t, m.window - ring_row);
-          list.copies.push_back({at, block + m.ring_offset(tensor == 1, h, t) * 2, run * row});
+          list.copy(at, block + m.ring_offset(tensor == 1, h, t) * 2, run * row);
           at += run * row;
           t += run;
         }

@@ -17,6 +17,19 @@ struct TransferSpan {
 };
 
 struct TransferList {
+  // Adds a copy, merged into the previous one when both sides continue it (pages with
+  // consecutive ids, as a sequence's fresh pages usually are): a long sequence then moves in a
+  // few copies per (layer, head) instead of one per page.
+  void copy(uint64_t buf, uint8_t* cache, size_t bytes) {
+    if (!copies.empty()) {
+      TransferSpan& last = copies.back();
+      if (last.buf + last.bytes == buf && last.cache + last.bytes == cache) {
+        last.bytes += bytes;
+        return;
+      }
+    }
+    copies.push_back({buf, cache, bytes});
+  }
   std::vector<TransferSpan> copies;
   // Rows past a layer's packed tokens in its last page: zeroed in the payload on export (a
   // shared page may hold another sequence's rows there) and in the page on import.

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cache/seq_transfer_format.hpp"
+#include "cache/transfer_list.hpp"
 #include "cache_test_util.hpp"
 #include "kvbits/attention.hpp"
 #include "kvbits/half.hpp"
@@ -453,4 +454,24 @@ TEST(CacheTransfer, EveryByteFlippedAndEveryTruncationIsRefused) {
   EXPECT_TRUE(snapshot(dst) == before);
   const uint64_t id = dst.import_sequence(good.data(), good.size());
   EXPECT_EQ(contents(dst, id), contents(*src.cache, small));
+}
+
+TEST(CacheTransfer, CopiesOfConsecutivePagesMerge) {
+  // A copy that continues the previous one on both sides extends it; any gap starts a new one.
+  std::vector<uint8_t> pool(1000);
+  cache_detail::TransferList list;
+  list.copy(0, pool.data() + 100, 50);
+  list.copy(50, pool.data() + 150, 50);   // continues both: merged
+  list.copy(100, pool.data() + 300, 50);  // cache side jumps
+  list.copy(160, pool.data() + 350, 50);  // payload side jumps
+  list.copy(210, pool.data() + 400, 10);  // continues: merged
+  ASSERT_EQ(list.copies.size(), 3u);
+  EXPECT_EQ(list.copies[0].buf, 0u);
+  EXPECT_EQ(list.copies[0].cache, pool.data() + 100);
+  EXPECT_EQ(list.copies[0].bytes, 100u);
+  EXPECT_EQ(list.copies[1].buf, 100u);
+  EXPECT_EQ(list.copies[1].bytes, 50u);
+  EXPECT_EQ(list.copies[2].buf, 160u);
+  EXPECT_EQ(list.copies[2].cache, pool.data() + 350);
+  EXPECT_EQ(list.copies[2].bytes, 60u);
 }
