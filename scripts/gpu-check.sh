@@ -4,7 +4,8 @@
 # Usage: scripts/gpu-check.sh BIN_DIR      (default: this script's folder; BIN_DIR holds test_gpu_encode, test_gpu_decode,
 #                                           test_gpu_cache, test_gpu_attention, test_gpu_capi, test_gpu_extend,
 #                                           test_gpu_transfer, bench_encode_gpu, bench_decode_gpu,
-#                                           bench_append_gpu, bench_extend_gpu; kvbits-tp-decode when built)
+#                                           bench_append_gpu, bench_extend_gpu, bench_transfer_gpu;
+#                                           kvbits-tp-decode when built)
 # Exit status: number of failed steps (0 = all passed); every step runs regardless.
 set -u -o pipefail
 BIN=${1:-$(dirname "$0")}
@@ -56,5 +57,6 @@ step bench_encode_gpu bench.log "$BIN/bench_encode_gpu"
 step bench_decode_gpu bench.log "$BIN/bench_decode_gpu"
 step bench_append_gpu bench.log "$BIN/bench_append_gpu"
 step bench_extend_gpu bench.log "$BIN/bench_extend_gpu"
+step bench_transfer_gpu bench.log "$BIN/bench_transfer_gpu"
 echo "gpu-check: $failed failed step(s); logs in $OUT"
 exit "$failed"
