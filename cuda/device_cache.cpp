@@ -503,19 +503,26 @@ void CudaCache::download(const Sequence& seq, uint32_t layer, uint32_t pos, uint
   size_t column = 0;
   for (uint32_t h = 0; h < n_heads_; ++h) column += m_.layouts[m_.slot(layer, h)].page_bytes;
   const uint32_t first = std::max(pos, m_.sink), last = std::min(end, sl.qend);
-  for (uint32_t t = first; t < last; ++t) {
-    const uint32_t page = seq.pages[m_.page_index(t)];
-    if (out.pages.count(page)) continue;
-    std::vector<uint8_t>& bytes = out.pages[page];
-    bytes.resize(column);
+  // The pages of [first, last), in runs of consecutive ids: one copy per (run, head).
+  const size_t i_end = first < last ? m_.page_index(last - 1) + 1 : 0;
+  std::vector<uint8_t> run;
+  for (size_t i = first < last ? m_.page_index(first) : 0; i < i_end;) {
+    size_t j = i + 1;
+    while (j < i_end && seq.pages[j] == seq.pages[j - 1] + 1) ++j;
+    for (size_t k = i; k < j; ++k) out.pages[seq.pages[k]].resize(column);
     size_t at = 0;
     for (uint32_t h = 0; h < n_heads_; ++h) {
       const size_t r = m_.slot(layer, h);
       const size_t pb = m_.layouts[r].page_bytes;
-      check_cuda(cudaMemcpyAsync(bytes.data() + at, m_.pool.page(r, page), pb, cudaMemcpyDeviceToHost, call.stream()),
-                 "read: cudaMemcpyAsync(page)");
+      run.resize((j - i) * pb);
+      check_cuda(cudaMemcpyAsync(run.data(), m_.pool.page(r, seq.pages[i]), run.size(), cudaMemcpyDeviceToHost,
+                                 call.stream()),
+                 "read: cudaMemcpyAsync(pages)");
+      call.sync();  // `run` is reused
+      for (size_t k = i; k < j; ++k) std::memcpy(out.pages[seq.pages[k]].data() + at, run.data() + (k - i) * pb, pb);
       at += pb;
     }
+    i = j;
   }
   call.sync();
 }
