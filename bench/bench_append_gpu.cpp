@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_plan.hpp"
 #include "gpu_bench_util.hpp"
 #include "cuda/device_cache.hpp"
 #include "kvbits/cache.hpp"
@@ -45,35 +46,14 @@ struct Shape {
   uint32_t q_heads, kv_heads, D;
 };
 
-// A K3V3 Block-GTQ plan for one layer of the shape, calibrated on activations whose RoPE-block
-// energies span orders of magnitude (as real models).
+// A K3V3 Block-GTQ plan for one layer of the shape (bench_plan.hpp).
 std::shared_ptr<const Plan> k3v3_plan(const Shape& sh) {
   ModelShape s;
   s.n_layers = 1, s.n_q_heads = sh.q_heads, s.n_kv_heads = sh.kv_heads, s.head_dim = sh.D, s.rotary_dim = sh.D;
-  EnergyAccumulator acc(s);
-  std::mt19937_64 rng(7);
-  std::normal_distribution<float> nd;
-  const size_t T = 64;
-  auto fill = [&](uint32_t heads) {
-    std::vector<float> x(T * heads * sh.D);
-    for (size_t t = 0; t < T; ++t)
-      for (uint32_t h = 0; h < heads; ++h)
-        for (uint32_t b = 0; b < s.n_blocks(); ++b)
-          for (uint32_t d : block_dims(s, b))
-            x[(t * heads + h) * sh.D + d] = std::pow(2.0f, 6.0f * float(b) / float(s.n_blocks())) * nd(rng);
-    return x;
-  };
-  const auto q = fill(s.n_q_heads), k = fill(s.n_kv_heads);
-  acc.observe(0, q.data(), k.data(), T, DType::f32);
-  PlanOptions o;
-  o.k_avg_bits = 3.0, o.v_bits = 3;
-  return std::make_shared<const Plan>(build_plan(acc, o));
+  return bench::synthetic_k3v3_plan(s);
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using bench::median;
 
 struct Row {
   std::string what;
@@ -180,14 +160,9 @@ Row run(const Shape& sh, uint32_t batch, uint32_t n_tokens, DType dtype, bool ex
 }  // namespace
 
 int main(int argc, char** argv) {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-    std::printf("no CUDA device: skipped\n");
-    return 0;
-  }
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false;
   cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
+  if (!gpu_bench_start(argc, argv, quick, prop)) return 0;
   const double copy = copy_bandwidth_gbs();
   std::printf("device: %s, %d SMs; device-to-device copy %.0f GB/s (read + written)\n", prop.name,
               prop.multiProcessorCount, copy);

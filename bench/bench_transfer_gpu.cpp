@@ -10,11 +10,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <memory>
 #include <random>
 #include <vector>
 
+#include "bench_plan.hpp"
 #include "gpu_bench_util.hpp"
 #include "kvbits/cache.hpp"
 #include "kvbits/calibrator.hpp"
@@ -27,37 +27,14 @@ namespace {
 
 constexpr uint32_t kLayers = 32, kQHeads = 32, kKvHeads = 8, kD = 128;
 
-// K3V3 Block-GTQ for every layer, calibrated on activations whose RoPE-block energies span
-// orders of magnitude (as bench_append_gpu).
+// K3V3 Block-GTQ for every layer (bench_plan.hpp).
 std::shared_ptr<const Plan> k3v3_plan() {
   ModelShape s;
   s.n_layers = kLayers, s.n_q_heads = kQHeads, s.n_kv_heads = kKvHeads, s.head_dim = kD, s.rotary_dim = kD;
-  EnergyAccumulator acc(s);
-  std::mt19937_64 rng(7);
-  std::normal_distribution<float> nd;
-  const size_t T = 64;
-  auto fill = [&](uint32_t heads) {
-    std::vector<float> x(T * heads * kD);
-    for (size_t t = 0; t < T; ++t)
-      for (uint32_t h = 0; h < heads; ++h)
-        for (uint32_t b = 0; b < s.n_blocks(); ++b)
-          for (uint32_t d : block_dims(s, b))
-            x[(t * heads + h) * kD + d] = std::pow(2.0f, 6.0f * float(b) / float(s.n_blocks())) * nd(rng);
-    return x;
-  };
-  for (uint32_t l = 0; l < kLayers; ++l) {
-    const auto q = fill(kQHeads), k = fill(kKvHeads);
-    acc.observe(l, q.data(), k.data(), T, DType::f32);
-  }
-  PlanOptions o;
-  o.k_avg_bits = 3.0, o.v_bits = 3;
-  return std::make_shared<const Plan>(build_plan(acc, o));
+  return bench::synthetic_k3v3_plan(s);
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using bench::median;
 
 template <class F>
 double time_us(int iters, F&& f) {
@@ -74,14 +51,9 @@ double time_us(int iters, F&& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-    std::printf("no CUDA device: skipped\n");
-    return 0;
-  }
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false;
   cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
+  if (!gpu_bench_start(argc, argv, quick, prop)) return 0;
   std::printf("device: %s; device-to-device copy %.0f GB/s (read + written)\n", prop.name, copy_bandwidth_gbs());
   const Context ctx(ContextConfig{Backend::cuda, 0, 0});
   const auto plan = k3v3_plan();

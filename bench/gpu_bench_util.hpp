@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #define CK(x)                                                                                  \
@@ -45,4 +46,17 @@ inline double copy_bandwidth_gbs() {
   CK(cudaFree(a));
   CK(cudaFree(b));
   return 2.0 * double(bytes) / (double(ms[ms.size() / 2]) * 1e6);
+}
+
+// A GPU benchmark's start: false (after printing "skipped") without a CUDA device; `quick` when
+// argv[1] is --quick; `prop` of device 0.
+inline bool gpu_bench_start(int argc, char** argv, bool& quick, cudaDeviceProp& prop) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::printf("no CUDA device: skipped\n");
+    return false;
+  }
+  quick = argc > 1 && std::string(argv[1]) == "--quick";
+  CK(cudaGetDeviceProperties(&prop, 0));
+  return true;
 }

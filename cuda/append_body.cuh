@@ -40,22 +40,31 @@ KVB_HD float fma32(float a, float b, float c) {
 #endif
 }
 
-// a + b rounded up, a - b rounded down, a * b rounded up (host: the round-to-nearest result
-// moved by one ulp when its exact error says it was rounded the wrong way).
+#ifndef __CUDA_ARCH__
+// a + b rounded up or down on the host: the round-to-nearest sum moved by one ulp when its exact
+// error (two-sum) says it was rounded the wrong way.
+template <class T>
+T host_add_directed(T a, T b, bool up) {
+  const T s = a + b, bb = s - a, err = (a - (s - bb)) + (b - bb);
+  if (up) return err > 0 ? std::nextafter(s, T(INFINITY)) : s;
+  return err < 0 ? std::nextafter(s, T(-INFINITY)) : s;
+}
+#endif
+
+// Directed rounding (fp64: a + b up, a - b down, a * b up, a / b up; fp32: a + b up / down,
+// a * b up), the device's intrinsics and their exact host equivalents.
 KVB_HD double add_ru(double a, double b) {
 #ifdef __CUDA_ARCH__
   return __dadd_ru(a, b);
 #else
-  const double s = a + b, bb = s - a, err = (a - (s - bb)) + (b - bb);
-  return err > 0 ? std::nextafter(s, INFINITY) : s;
+  return host_add_directed(a, b, true);
 #endif
 }
 KVB_HD double sub_rd(double a, double b) {
 #ifdef __CUDA_ARCH__
   return __dsub_rd(a, b);
 #else
-  const double s = a - b, bb = s - a, err = (a - (s - bb)) + (-b - bb);
-  return err < 0 ? std::nextafter(s, -INFINITY) : s;
+  return host_add_directed(a, -b, false);
 #endif
 }
 KVB_HD double mul_ru(double a, double b) {
@@ -66,7 +75,6 @@ KVB_HD double mul_ru(double a, double b) {
   return std::fma(a, b, -p) > 0 ? std::nextafter(p, INFINITY) : p;
 #endif
 }
-
 KVB_HD double div_ru(double a, double b) {  // b > 0
 #ifdef __CUDA_ARCH__
   return __ddiv_ru(a, b);
@@ -83,21 +91,18 @@ KVB_HD float to_float_ru(double x) {
   return double(f) < x ? std::nextafter(f, INFINITY) : f;
 #endif
 }
-// fp32 a + b rounded up / down, a * b rounded up (host: as the double versions above).
 KVB_HD float fadd_ru(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fadd_ru(a, b);
 #else
-  const float s = a + b, bb = s - a, err = (a - (s - bb)) + (b - bb);
-  return err > 0 ? std::nextafter(s, INFINITY) : s;
+  return host_add_directed(a, b, true);
 #endif
 }
 KVB_HD float fadd_rd(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fadd_rd(a, b);
 #else
-  const float s = a + b, bb = s - a, err = (a - (s - bb)) + (b - bb);
-  return err < 0 ? std::nextafter(s, -INFINITY) : s;
+  return host_add_directed(a, b, false);
 #endif
 }
 KVB_HD float fmul_ru(float a, float b) {
