@@ -1,7 +1,9 @@
-// Sequence export / import on a CUDA cache (src/cache/cache_transfer.cpp decides what moves):
-// every span is one cudaMemcpyAsync between the pool or an fp16 block and the caller's buffer,
-// host or device memory alike (cudaMemcpyDefault). The payload checksum is computed where the
-// payload lives, so a device buffer never travels through the host. Every call waits.
+// Sequence export / import on a CUDA cache (src/cache/cache_transfer.cpp decides what moves).
+// A buffer in device memory: the list's spans go to the device as one table and move in one
+// launch (cuda/transfer_copy.cu), then a second launch zeroes the rows past the packed tokens.
+// A host buffer: every span (pages with consecutive ids already merged) is one cudaMemcpyAsync
+// (cudaMemcpyDefault). The payload checksum is computed where the payload lives, so a device
+// buffer never travels through the host. Every call waits.
 #include <cuda_runtime.h>
 
 #include <cstring>
@@ -12,6 +14,7 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/device_cache.hpp"
 #include "cuda/transfer_checksum.hpp"
+#include "cuda/transfer_copy.hpp"
 
 namespace kvbits::cuda {
 namespace {
@@ -27,6 +30,33 @@ bool on_device(const void* p) {
     return false;
   }
   return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+
+// The list's copies (payload -> cache when `into_cache`, else cache -> payload), then its zeros
+// (in the payload on export, in the cache on import), as two launches over span tables in the
+// workspace. The copies' spans do not overlap one another; the zeros overlap copies, hence the
+// second launch.
+void launch_span_copies(CudaContext::Call& call, const TransferList& list, uint8_t* payload, bool into_cache) {
+  // Spans of at most kPiece bytes: a merged run of pages is split so that many blocks share it.
+  constexpr uint64_t kPiece = 64 << 10;
+  std::vector<CopySpan> spans;
+  auto add = [&](const uint8_t* src, uint8_t* dst, uint64_t bytes) {
+    for (uint64_t at = 0; at < bytes; at += kPiece)
+      spans.push_back({src ? src + at : nullptr, dst + at, bytes - at < kPiece ? bytes - at : kPiece});
+  };
+  for (const TransferSpan& c : list.copies) {
+    if (into_cache) add(payload + c.buf, c.cache, c.bytes);
+    else add(c.cache, payload + c.buf, c.bytes);
+  }
+  const size_t n_copies = spans.size();
+  for (const TransferSpan& z : list.zeros) add(nullptr, into_cache ? z.cache : payload + z.buf, z.bytes);
+  if (spans.empty()) return;
+  auto* table = reinterpret_cast<CopySpan*>(call.workspace(spans.size() * sizeof(CopySpan)));
+  check_cuda(cudaMemcpyAsync(table, spans.data(), spans.size() * sizeof(CopySpan), cudaMemcpyHostToDevice,
+                             call.stream()),
+             "transfer: cudaMemcpyAsync(span table)");
+  copy_spans(table, n_copies, call.stream());
+  copy_spans(table + n_copies, spans.size() - n_copies, call.stream());
 }
 
 // Chunk hashes in the workspace, folded on the host.
@@ -49,13 +79,12 @@ uint64_t CudaCache::export_payload(const TransferList& list, uint8_t* payload, v
   CudaContext::Call call(ctx_, stream);
   refuse_capture(call, "export");
   const cudaStream_t s = call.stream();
-  for (const TransferSpan& c : list.copies)
-    check_cuda(cudaMemcpyAsync(payload + c.buf, c.cache, c.bytes, cudaMemcpyDefault, s), "export: cudaMemcpyAsync");
   if (on_device(payload)) {
-    for (const TransferSpan& z : list.zeros)
-      check_cuda(cudaMemsetAsync(payload + z.buf, 0, z.bytes, s), "export: cudaMemsetAsync");
+    launch_span_copies(call, list, payload, false);
     return device_checksum(call, payload, size_t(list.payload_bytes));
   }
+  for (const TransferSpan& c : list.copies)
+    check_cuda(cudaMemcpyAsync(payload + c.buf, c.cache, c.bytes, cudaMemcpyDefault, s), "export: cudaMemcpyAsync");
   call.sync();
   for (const TransferSpan& z : list.zeros) std::memset(payload + z.buf, 0, z.bytes);
   return transfer::payload_checksum(payload, size_t(list.payload_bytes), m_.ctx);
@@ -66,9 +95,13 @@ void CudaCache::import_payload(const TransferList& list, const uint8_t* payload,
   refuse_capture(call, "import");
   flush_deferred(call);  // pages freed earlier are zeroed before they are written below
   const cudaStream_t s = call.stream();
-  for (const TransferSpan& c : list.copies)
-    check_cuda(cudaMemcpyAsync(c.cache, payload + c.buf, c.bytes, cudaMemcpyDefault, s), "import: cudaMemcpyAsync");
-  for (const TransferSpan& z : list.zeros) check_cuda(cudaMemsetAsync(z.cache, 0, z.bytes, s), "import: cudaMemsetAsync");
+  if (on_device(payload)) {
+    launch_span_copies(call, list, const_cast<uint8_t*>(payload), true);
+  } else {
+    for (const TransferSpan& c : list.copies)
+      check_cuda(cudaMemcpyAsync(c.cache, payload + c.buf, c.bytes, cudaMemcpyDefault, s), "import: cudaMemcpyAsync");
+    for (const TransferSpan& z : list.zeros) check_cuda(cudaMemsetAsync(z.cache, 0, z.bytes, s), "import: cudaMemsetAsync");
+  }
   call.sync();
 }
 
