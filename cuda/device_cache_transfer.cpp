@@ -1,8 +1,8 @@
 // Sequence export / import on a CUDA cache (src/cache/cache_transfer.cpp decides what moves).
-// A buffer in device memory: the list's spans go to the device as one table and move in one
-// launch (cuda/transfer_copy.cu), then a second launch zeroes the rows past the packed tokens.
-// A host buffer: every span (pages with consecutive ids already merged) is one cudaMemcpyAsync
-// (cudaMemcpyDefault). The payload checksum is computed where the payload lives, so a device
+// A buffer in device memory or page-locked host memory: the list's spans go to the device as
+// one table and move in one launch (cuda/transfer_copy.cu), then a second launch zeroes the rows
+// past the packed tokens. A pageable host buffer: every span (pages with consecutive ids already
+// merged) is one cudaMemcpyAsync (cudaMemcpyDefault). The payload checksum is computed where the payload lives, so a device
 // buffer never travels through the host. Every call waits.
 #include <cuda_runtime.h>
 
@@ -30,6 +30,17 @@ bool on_device(const void* p) {
     return false;
   }
   return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+
+// The address kernels reach host buffer p at when it is page-locked (cudaMallocHost or
+// cudaHostRegister: mapped under unified addressing), else null (pageable memory).
+uint8_t* mapped_host(const void* p) {
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return a.type == cudaMemoryTypeHost ? static_cast<uint8_t*>(a.devicePointer) : nullptr;
 }
 
 // The list's copies (payload -> cache when `into_cache`, else cache -> payload), then its zeros
@@ -83,10 +94,15 @@ uint64_t CudaCache::export_payload(const TransferList& list, uint8_t* payload, v
     launch_span_copies(call, list, payload, false);
     return device_checksum(call, payload, size_t(list.payload_bytes));
   }
-  for (const TransferSpan& c : list.copies)
-    check_cuda(cudaMemcpyAsync(payload + c.buf, c.cache, c.bytes, cudaMemcpyDefault, s), "export: cudaMemcpyAsync");
-  call.sync();
-  for (const TransferSpan& z : list.zeros) std::memset(payload + z.buf, 0, z.bytes);
+  if (uint8_t* mapped = mapped_host(payload)) {  // page-locked: the launch writes it over the bus
+    launch_span_copies(call, list, mapped, false);
+    call.sync();
+  } else {
+    for (const TransferSpan& c : list.copies)
+      check_cuda(cudaMemcpyAsync(payload + c.buf, c.cache, c.bytes, cudaMemcpyDefault, s), "export: cudaMemcpyAsync");
+    call.sync();
+    for (const TransferSpan& z : list.zeros) std::memset(payload + z.buf, 0, z.bytes);
+  }
   return transfer::payload_checksum(payload, size_t(list.payload_bytes), m_.ctx);
 }
 
@@ -95,8 +111,9 @@ void CudaCache::import_payload(const TransferList& list, const uint8_t* payload,
   refuse_capture(call, "import");
   flush_deferred(call);  // pages freed earlier are zeroed before they are written below
   const cudaStream_t s = call.stream();
-  if (on_device(payload)) {
-    launch_span_copies(call, list, const_cast<uint8_t*>(payload), true);
+  uint8_t* reachable = on_device(payload) ? const_cast<uint8_t*>(payload) : mapped_host(payload);
+  if (reachable) {
+    launch_span_copies(call, list, reachable, true);
   } else {
     for (const TransferSpan& c : list.copies)
       check_cuda(cudaMemcpyAsync(c.cache, payload + c.buf, c.bytes, cudaMemcpyDefault, s), "import: cudaMemcpyAsync");

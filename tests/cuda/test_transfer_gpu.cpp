@@ -114,6 +114,24 @@ std::vector<uint8_t> export_device(const Cache& c, uint64_t seq) {
   return b;
 }
 
+// A page-locked host buffer (the export and import copy it with a launch, not cudaMemcpy).
+struct PinnedBuffer {
+  explicit PinnedBuffer(size_t n) { EXPECT_EQ(cudaMallocHost(&p, n ? n : 1), cudaSuccess); }
+  ~PinnedBuffer() { cudaFreeHost(p); }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  uint8_t* get() const { return static_cast<uint8_t*>(p); }
+  void* p = nullptr;
+};
+
+std::vector<uint8_t> export_pinned(const Cache& c, uint64_t seq) {
+  const size_t n = c.export_size(seq);
+  PinnedBuffer b(n);
+  std::memset(b.get(), 0xA5, n);  // the export must write every byte
+  EXPECT_EQ(c.export_sequence(seq, b.get(), n), n);
+  return std::vector<uint8_t>(b.get(), b.get() + n);
+}
+
 std::vector<float> read_all(const Cache& c, uint64_t seq, uint32_t layer) {
   const ModelShape& sh = c.plan().shape;
   const uint32_t n = c.length(seq, layer);
@@ -240,8 +258,13 @@ TEST_F(GpuTransfer, ExportsMatchTheCpuAndImportsCrossBackends) {
     const std::vector<uint8_t> cpu = export_host(pair.cpu(), seq);
     EXPECT_EQ(export_host(pair.gpu(), seq), cpu);
     EXPECT_EQ(export_device(pair.gpu(), seq), cpu);
+    EXPECT_EQ(export_pinned(pair.gpu(), seq), cpu);
     // CPU -> GPU: reads and GPU attention as the GPU original.
     Cache gpu_dst(plan, gpu_context(), cfg), cpu_dst(plan, cpu_context(), cfg), gpu_dev(plan, gpu_context(), cfg);
+    Cache gpu_pin(plan, gpu_context(), cfg);
+    PinnedBuffer pinned(cpu.size());
+    std::memcpy(pinned.get(), cpu.data(), cpu.size());
+    const uint64_t p = gpu_pin.import_sequence(pinned.get(), cpu.size());
     const uint64_t g = gpu_dst.import_sequence(cpu.data(), cpu.size());
     // GPU -> CPU through a host buffer, and GPU -> GPU through a device buffer.
     const std::vector<uint8_t> from_gpu = export_host(pair.gpu(), seq);
@@ -253,6 +276,7 @@ TEST_F(GpuTransfer, ExportsMatchTheCpuAndImportsCrossBackends) {
       EXPECT_TRUE(same_bits(read_all(gpu_dst, g, l), want_read));
       EXPECT_TRUE(same_bits(read_all(cpu_dst, c, l), want_read));
       EXPECT_TRUE(same_bits(read_all(gpu_dev, d, l), want_read));
+      EXPECT_TRUE(same_bits(read_all(gpu_pin, p, l), want_read));
       const auto want_gpu = attend(pair.gpu(), l, {seq}, q, q_len);
       EXPECT_TRUE(same_bits(attend(gpu_dst, l, {g}, q, q_len), want_gpu));
       EXPECT_TRUE(same_bits(attend(gpu_dev, l, {d}, q, q_len), want_gpu));
@@ -264,6 +288,7 @@ TEST_F(GpuTransfer, ExportsMatchTheCpuAndImportsCrossBackends) {
     EXPECT_EQ(export_device(gpu_dst, g), cpu);
     EXPECT_EQ(export_host(cpu_dst, c), cpu);
     EXPECT_EQ(export_host(gpu_dev, d), cpu);
+    EXPECT_EQ(export_device(gpu_pin, p), cpu);
     // The imported GPU sequence goes on as the original under further appends.
     for (uint32_t l = 0; l < 2; ++l) {
       const uint32_t n = 9;
