@@ -23,24 +23,31 @@ namespace transfer = cache_detail::transfer;
 using cache_detail::TransferList;
 using cache_detail::TransferSpan;
 
-bool on_device(const void* p) {
+// Whether buffer p is device memory the cache's GPU reaches (its own, or managed); device
+// memory of another GPU is refused (Error(invalid_argument)), as nothing here copies between
+// GPUs.
+bool on_device(const void* p, int device, const char* op) {
   cudaPointerAttributes a{};
   if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }
+  if (a.type == cudaMemoryTypeDevice && a.device != device)
+    fail(StatusCode::invalid_argument, "cache: " + std::string(op) + ": the buffer is device memory of GPU " +
+                                           std::to_string(a.device) + ", the cache is on GPU " + std::to_string(device));
   return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
 }
 
-// The address kernels reach host buffer p at when it is page-locked (cudaMallocHost or
-// cudaHostRegister: mapped under unified addressing), else null (pageable memory).
-uint8_t* mapped_host(const void* p) {
+// The address kernels of `device` reach host buffer p at when it is page-locked for that device
+// (cudaMallocHost or cudaHostRegister there: mapped under unified addressing), else null
+// (pageable memory, or page-locked while another device was current: copied with cudaMemcpy).
+uint8_t* mapped_host(const void* p, int device) {
   cudaPointerAttributes a{};
   if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
     cudaGetLastError();
     return nullptr;
   }
-  return a.type == cudaMemoryTypeHost ? static_cast<uint8_t*>(a.devicePointer) : nullptr;
+  return a.type == cudaMemoryTypeHost && a.device == device ? static_cast<uint8_t*>(a.devicePointer) : nullptr;
 }
 
 // The list's copies (payload -> cache when `into_cache`, else cache -> payload), then its zeros
@@ -90,11 +97,11 @@ uint64_t CudaCache::export_payload(const TransferList& list, uint8_t* payload, v
   CudaContext::Call call(ctx_, stream);
   refuse_capture(call, "export");
   const cudaStream_t s = call.stream();
-  if (on_device(payload)) {
+  if (on_device(payload, ctx_.device(), "export")) {
     launch_span_copies(call, list, payload, false);
     return device_checksum(call, payload, size_t(list.payload_bytes));
   }
-  if (uint8_t* mapped = mapped_host(payload)) {  // page-locked: the launch writes it over the bus
+  if (uint8_t* mapped = mapped_host(payload, ctx_.device())) {  // page-locked: the launch writes it over the bus
     launch_span_copies(call, list, mapped, false);
     call.sync();
   } else {
@@ -111,7 +118,8 @@ void CudaCache::import_payload(const TransferList& list, const uint8_t* payload,
   refuse_capture(call, "import");
   flush_deferred(call);  // pages freed earlier are zeroed before they are written below
   const cudaStream_t s = call.stream();
-  uint8_t* reachable = on_device(payload) ? const_cast<uint8_t*>(payload) : mapped_host(payload);
+  uint8_t* reachable =
+      on_device(payload, ctx_.device(), "import") ? const_cast<uint8_t*>(payload) : mapped_host(payload, ctx_.device());
   if (reachable) {
     launch_span_copies(call, list, reachable, true);
   } else {
@@ -140,7 +148,7 @@ void CudaCache::read_buffer(void* host, const void* buf, size_t n, void* stream)
 }
 
 uint64_t CudaCache::buffer_checksum(const uint8_t* buf, size_t n, void* stream) const {
-  if (!on_device(buf)) return transfer::payload_checksum(buf, n, m_.ctx);
+  if (!on_device(buf, ctx_.device(), "import")) return transfer::payload_checksum(buf, n, m_.ctx);
   CudaContext::Call call(ctx_, stream);
   refuse_capture(call, "import");
   return device_checksum(call, buf, n);
