@@ -1,10 +1,10 @@
 // Sequence transfer on a CUDA context (docs/transfer.md): Cache::export_sequence and
 // import_sequence of one Llama-3.1-8B-shaped sequence (32 layers, 8 KV heads, D = 128, K3V3
-// Block-GTQ, page size 64, no fp16 tokens), to and from page-locked host memory and device
-// memory. Its pages are either contiguous (4096-token appends on a fresh pool) or interleaved
-// with another sequence's (the two appended 64 tokens at a time, as under continuous batching).
-// Reported, median of the timed calls: µs per call (the call waits for its copies and, on
-// export, the checksum), the payload bytes and GB/s.
+// Block-GTQ, page size 64, no fp16 tokens), to and from page-locked host memory, device memory
+// and pageable host memory. Its pages are either contiguous (4096-token appends on a fresh
+// pool) or interleaved with another sequence's (the two appended 64 tokens at a time, as under
+// continuous batching). Reported, median of the timed calls: µs per call (the call waits for its
+// copies and, on export, the checksum), the payload bytes and GB/s.
 // Usage: bench_transfer_gpu [--quick]   (--quick: 8K tokens only)
 #include <cuda_runtime.h>
 
@@ -60,7 +60,8 @@ int main(int argc, char** argv) {
   const Context ctx(ContextConfig{Backend::cuda, 0, 0});
   const auto plan = k3v3_plan();
   std::printf("\n| tokens | pages | payload MB | export to pinned host us | GB/s | export to device us | GB/s | "
-              "import from pinned host us | import from device us |\n|---|---|---|---|---|---|---|---|---|\n");
+              "import from pinned host us | import from device us | export to pageable host us | import from pageable "
+              "host us |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (uint32_t tokens : {8192u, 32768u})
     for (bool interleaved : {false, true}) {
       if (quick && tokens > 8192) continue;
@@ -110,9 +111,13 @@ int main(int argc, char** argv) {
         return median(us);
       };
       const double im_host = import_from(pinned), im_dev = import_from(dev);
-      std::printf("| %u | %s | %.1f | %.0f | %.1f | %.0f | %.1f | %.0f | %.0f |\n", tokens,
+      std::vector<uint8_t> pageable(bytes);
+      const double ex_page = time_us(iters, [&] { cache.export_sequence(id, pageable.data(), bytes); });
+      const double im_page = import_from(pageable.data());
+      std::printf("| %u | %s | %.1f | %.0f | %.1f | %.0f | %.1f | %.0f | %.0f | %.0f | %.0f |\n", tokens,
                   interleaved ? "interleaved" : "contiguous", double(bytes) / 1e6, ex_host,
-                  double(bytes) / (ex_host * 1e3), ex_dev, double(bytes) / (ex_dev * 1e3), im_host, im_dev);
+                  double(bytes) / (ex_host * 1e3), ex_dev, double(bytes) / (ex_dev * 1e3), im_host, im_dev, ex_page,
+                  im_page);
       CK(cudaFreeHost(pinned));
       CK(cudaFree(dev));
     }
