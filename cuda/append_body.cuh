@@ -262,7 +262,7 @@ KVB_HD EncLayout enc_layout(uint32_t tt, uint32_t D, uint32_t max_cb) {
                           size_t(D) * 2,               size_t(2) * D,                size_t(tt) * 2 * D * 2,
                           size_t(max_cb) * 4,          size_t(max_cb) * 4};
   size_t* offs[] = {&l.xs, &l.nrm, &l.rn, &l.d0, &l.ring, &l.codes, &l.pos_k, &l.byte_mat, &l.fallbacks, &l.cent, &l.bnd};
-  for (int i = 0; i < 11; ++i) {
+  for (size_t i = 0; i < sizeof offs / sizeof offs[0]; ++i) {
     *offs[i] = at;
     at = (at + sizes[i] + 15) / 16 * 16;
   }
