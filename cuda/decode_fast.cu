@@ -29,14 +29,14 @@ namespace {
 struct FastGroup {
   uint32_t bits, mask, lut_off;  // width; index mask << 2 (2b bits for pair tables, b for single
                                  // ones); byte offset of its table
-  uint32_t n_chunks, v0;         // 16-slot chunks, first virtual chunk
+  uint32_t n_chunks, v0;         // 16-slot chunks (fast_full_chunks), first virtual chunk
   uint32_t bit_off;              // byte_offset * 8 + front pad bits - 2 (the pre-shift)
   uint32_t pw;                   // chunks per 32-bit window (pair tables): floor(30 / 4b)
   uint32_t first, dims;
   float qf;                      // 2^(query exponent): q' * qf lies below 2^15
   float f;                       // softmax scale * log2(e) * 2^-(table exponent + query exponent):
                                  // logits in log2 units (the softmax uses exp2)
-  uint32_t pad;
+  uint32_t n8;                   // 1: an 8-slot tail chunk after the 16-slot ones (fast_tail_chunk)
 };
 static_assert(sizeof(FastGroup) * kDecodeMaxGroups + 16 <= kFastPrepHeader, "prepared block header");
 static_assert(kFastPrepKev >= sizeof(FastGroup) * kDecodeMaxGroups, "prepared block header");
@@ -55,8 +55,9 @@ __device__ __forceinline__ uint32_t highs(uint32_t x, uint32_t y) { return __byt
 // centroid tables (blocks x >= n_kv of row 0). Layout of a block (prep_words words): FastGroup[kDecodeMaxGroups] at 0, the V
 // table exponent at kFastPrepKev, the B operands at kFastPrepHeader:
 // qb[((v * NT + nt) * 8 + i) * 8 + 2 t + w] = query 8 nt + i, lane t, register w of virtual chunk
-// v: elements e, e + 1 of the chunk's group with e = 4 n t + 4 (v - v0) + 2 w (the thread's run
-// of 4 n slots, four per chunk), zero past the group's dims (dims are even).
+// v: elements e, e + 1 of the chunk's group with e = (4 n16 + 2 n8) t + 4 (v - v0) + 2 w (the
+// thread's run: four slots per 16-slot chunk, two in the 8-slot tail, whose w = 1 is zero), zero
+// past the group's dims (dims are even).
 constexpr uint32_t kPrepThreads = 512;  // 2..8 threads per slot: short dependent chains
 
 template <int NT, int MD>
@@ -129,15 +130,15 @@ __global__ void __launch_bounds__(kPrepThreads) decode_fast_prep_kernel(KernelAr
     m.bits = gr.bits;
     m.mask = ((1u << (pair ? 2 * gr.bits : gr.bits)) - 1u) << 2;
     m.lut_off = fast_lut_offset(hd, g) * 4;
-    m.n_chunks = (gr.dims + 15) / 16;
+    m.n_chunks = fast_full_chunks(gr.dims);
+    m.n8 = fast_tail_chunk(gr.dims);
     m.v0 = 0;
-    for (uint32_t q = 0; q < g; ++q) m.v0 += (hd.k_groups[q].dims + 15) / 16;
+    for (uint32_t q = 0; q < g; ++q) m.v0 += fast_full_chunks(hd.k_groups[q].dims) + fast_tail_chunk(hd.k_groups[q].dims);
     m.bit_off = gr.byte_offset * 8 + kMmaSubPad * 8 - 2;
     m.pw = !pair ? 0u : gr.bits == 1 ? 7u : gr.bits == 2 ? 3u : gr.bits == 3 ? 2u : 1u;  // floor(30 / 4b)
     m.first = gr.first_slot;
     m.dims = gr.dims;
     m.qf = m.f = 0.0f;
-    m.pad = 0;
     groups[g] = m;
   }
   // The largest |centroid| of every table (K group tb, or V for tb == G): warp w takes tables
@@ -237,13 +238,21 @@ __global__ void __launch_bounds__(kPrepThreads) decode_fast_prep_kernel(KernelAr
     uint32_t g = 0;
     while (g + 1 < G && v >= groups[g + 1].v0) ++g;
     const FastGroup& gi = groups[g];
-    const uint32_t e = 4 * gi.n_chunks * (w >> 1) + 4 * (v - gi.v0) + 2 * (w & 1u);
+    // The thread's run holds 4 n16 + 2 n8 elements; a tail chunk has one register (w & 1 == 0).
+    const uint32_t c = v - gi.v0, e = (4 * gi.n_chunks + 2 * gi.n8) * (w >> 1) + 4 * c + 2 * (w & 1u);
     // The loads stay inside the group even where their value is not used (the compiler may
     // issue them ahead of the select).
     const float* qs = qrot + q * D + gi.first + min(e, gi.dims - 2);
     const uint32_t word = pack_half2(qs[0] * gi.qf, qs[1] * gi.qf);
-    qb[idx] = e < gi.dims ? word : 0u;
+    qb[idx] = e < gi.dims && (c < gi.n_chunks || (w & 1u) == 0) ? word : 0u;
   }
+}
+
+// Two adjacent wide codes (one-value tables) at stream bit `bit` as one A register.
+__device__ __forceinline__ uint32_t wide_pair(const uint32_t* lut, const uint32_t* words, uint32_t bit,
+                                              const FastGroup& gi) {
+  const uint32_t w = bits32(words, bit);
+  return lows(lut_word(lut, (w & gi.mask) | gi.lut_off), lut_word(lut, ((w >> gi.bits) & gi.mask) | gi.lut_off));
 }
 
 // This thread's K B operands of virtual chunk v for each 8-query tile (the prep block's layout).
@@ -390,13 +399,14 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 4 : 2) dec
       const FastGroup gi = groups[g];
       float c[kMt][NT][4];
       zero_frags(c);
-      // This thread's run of the group: elements [4 n t4, 4 n (t4 + 1)), four per chunk.
-      const uint32_t run = gi.bit_off + 4 * gi.n_chunks * t4 * gi.bits;
+      // This thread's run of the group: elements [R t4, R (t4 + 1)) with R = 4 n16 + 2 n8, four
+      // per 16-slot chunk, two in the 8-slot tail chunk (m16n8k8).
+      const uint32_t run = gi.bit_off + (4 * gi.n_chunks + 2 * gi.n8) * t4 * gi.bits;
       if (gi.pw > 0) {  // pair tables (warp-uniform branch)
         uint32_t win[kMt][2];
         uint32_t cw = gi.pw;
 #pragma unroll 1
-        for (uint32_t cc = 0; cc < gi.n_chunks; ++cc) {
+        for (uint32_t cc = 0; cc < gi.n_chunks + gi.n8; ++cc) {
           if (cw == gi.pw) {
 #pragma unroll
             for (int mt = 0; mt < kMt; ++mt)
@@ -408,14 +418,24 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 4 : 2) dec
           ++cw;
           uint2 b[NT];
           load_k_operands<NT>(qb, gi.v0 + cc, b);
+          if (cc < gi.n_chunks) {
 #pragma unroll
-          for (int mt = 0; mt < kMt; ++mt) {
-            const uint32_t a0 = lut_word(lut, ((win[mt][0] >> sh0) & gi.mask) | gi.lut_off);
-            const uint32_t a1 = lut_word(lut, ((win[mt][1] >> sh0) & gi.mask) | gi.lut_off);
-            const uint32_t a2 = lut_word(lut, ((win[mt][0] >> sh1) & gi.mask) | gi.lut_off);
-            const uint32_t a3 = lut_word(lut, ((win[mt][1] >> sh1) & gi.mask) | gi.lut_off);
+            for (int mt = 0; mt < kMt; ++mt) {
+              const uint32_t a0 = lut_word(lut, ((win[mt][0] >> sh0) & gi.mask) | gi.lut_off);
+              const uint32_t a1 = lut_word(lut, ((win[mt][1] >> sh0) & gi.mask) | gi.lut_off);
+              const uint32_t a2 = lut_word(lut, ((win[mt][0] >> sh1) & gi.mask) | gi.lut_off);
+              const uint32_t a3 = lut_word(lut, ((win[mt][1] >> sh1) & gi.mask) | gi.lut_off);
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) mma16816(c[mt][nt], a0, a1, a2, a3, b[nt].x, b[nt].y);
+              for (int nt = 0; nt < NT; ++nt) mma16816(c[mt][nt], a0, a1, a2, a3, b[nt].x, b[nt].y);
+            }
+          } else {  // the 8-slot tail chunk: two codes per row
+#pragma unroll
+            for (int mt = 0; mt < kMt; ++mt) {
+              const uint32_t a0 = lut_word(lut, ((win[mt][0] >> sh0) & gi.mask) | gi.lut_off);
+              const uint32_t a1 = lut_word(lut, ((win[mt][1] >> sh0) & gi.mask) | gi.lut_off);
+#pragma unroll
+              for (int nt = 0; nt < NT; ++nt) mma1688(c[mt][nt], a0, a1, b[nt].x);
+            }
           }
         }
       } else {  // wide codes: one value per look-up, two look-ups per register
@@ -429,13 +449,20 @@ __global__ void __launch_bounds__(kCtaThreads, (NT == 1 && MD <= 8) ? 4 : 2) dec
 #pragma unroll
             for (int hh = 0; hh < 2; ++hh)
 #pragma unroll
-              for (int j = 0; j < 2; ++j) {
-                const uint32_t w = bits32(words, kbit[mt][hh] + run + (4 * cc + 2 * j) * gi.bits);
-                r[hh][j] = lows(lut_word(lut, (w & gi.mask) | gi.lut_off),
-                                lut_word(lut, ((w >> gi.bits) & gi.mask) | gi.lut_off));
-              }
+              for (int j = 0; j < 2; ++j) r[hh][j] = wide_pair(lut, words, kbit[mt][hh] + run + (4 * cc + 2 * j) * gi.bits, gi);
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) mma16816(c[mt][nt], r[0][0], r[1][0], r[0][1], r[1][1], b[nt].x, b[nt].y);
+          }
+        }
+        if (gi.n8) {  // the 8-slot tail chunk
+          uint2 b[NT];
+          load_k_operands<NT>(qb, gi.v0 + gi.n_chunks, b);
+#pragma unroll
+          for (int mt = 0; mt < kMt; ++mt) {
+            const uint32_t r0 = wide_pair(lut, words, kbit[mt][0] + run + 4 * gi.n_chunks * gi.bits, gi);
+            const uint32_t r1 = wide_pair(lut, words, kbit[mt][1] + run + 4 * gi.n_chunks * gi.bits, gi);
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) mma1688(c[mt][nt], r0, r1, b[nt].x);
           }
         }
       }

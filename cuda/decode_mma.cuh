@@ -78,10 +78,18 @@ __host__ __device__ inline MmaSmemPlan mma_smem_plan(uint32_t buffer, uint32_t D
 // give a whole A register (two fp16 values) per look-up.
 constexpr uint32_t kFastPairMaxBits = 5;  // wider codes use single-value tables (4^b would not fit)
 
-// Virtual 16-slot K chunks of one head (each group padded to a multiple of 16 dims).
+// A K group of `dims` slots in the fp16-operand kernel: 16-slot chunks (m16n8k16), then at most
+// one 8-slot chunk (m16n8k8) where the rest is 1..8 slots: dims padded to 16 n16 + 8 n8 with the
+// least padding (a group of 18 dims takes 24 slots, not 32).
+__host__ __device__ inline uint32_t fast_full_chunks(uint32_t dims) { return dims / 16 + (dims % 16 > 8 ? 1u : 0u); }
+__host__ __device__ inline uint32_t fast_tail_chunk(uint32_t dims) { return dims % 16 != 0 && dims % 16 <= 8 ? 1u : 0u; }
+
+// Virtual K chunks of one head (full and tail chunks of every group; each is one slot of the
+// kernel's B-operand array).
 __host__ __device__ inline uint32_t fast_chunks(const DecodeHead& hd) {
   uint32_t n = 0;
-  for (uint32_t g = 0; g < hd.n_k_groups && g < kDecodeMaxGroups; ++g) n += (hd.k_groups[g].dims + 15) / 16;
+  for (uint32_t g = 0; g < hd.n_k_groups && g < kDecodeMaxGroups; ++g)
+    n += fast_full_chunks(hd.k_groups[g].dims) + fast_tail_chunk(hd.k_groups[g].dims);
   return n;
 }
 

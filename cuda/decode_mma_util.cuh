@@ -28,6 +28,13 @@ __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// The k = 8 shape: a0 / a1 rows g and g + 8 at k slots (2 t, 2 t + 1), b0 the same k slots.
+__device__ __forceinline__ void mma1688(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t b0) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(b0));
+}
+
 // x as (half(x), half(x - half(x))) in the low and high 16 bits.
 __device__ __forceinline__ uint32_t split_hl(float x) {
   const __half h = __float2half_rn(x);

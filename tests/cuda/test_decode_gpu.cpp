@@ -304,6 +304,34 @@ TEST_F(GpuDecode, FastKernelVWidths) {
   check_case(make_cfg(16, 1, 128, {"BlockGTQ-K4V4", Method::block_gtq, 4.0, 4}, {300}), "BlockGTQ-K4V4");
 }
 
+TEST_F(GpuDecode, FastKernelTailChunks) {
+  // The fast kernel pads a K group of dims = 16 n + r to 16 n + 8 when 0 < r <= 8 and runs the
+  // last 8 slots as an m16n8k8 step: pair tables (<= 5 bits) and one-value tables (6..8 bits)
+  // each have their own tail path. Plans over several budgets and head dims must exercise both,
+  // and every one must match the CPU.
+  uint32_t pair_tails = 0, wide_tails = 0;
+  const Layout lays[] = {{"BlockGTQ-K3V3", Method::block_gtq, 3.0, 3},
+                         {"BlockGTQ-K5V4", Method::block_gtq, 5.0, 4},
+                         {"BlockGTQ-K6V5", Method::block_gtq, 6.0, 5},
+                         {"BlockGTQ-K7V2", Method::block_gtq, 7.0, 2}};
+  Options opt;
+  opt.variants = {cuda::kDecodeVariantFast};
+  for (const Layout& l : lays)
+    for (uint32_t D : {64u, 128u}) {
+      const ScenarioConfig cfg = make_cfg(8, 2, D, l, {1, 200, 777});
+      {
+        Scenario sc(cfg);
+        for (uint32_t h = 0; h < cfg.shape.n_kv_heads; ++h)
+          for (const KeyGroup& g : sc.cache().quantizers(opt.layer, h).k.groups())
+            if (g.dims % 16 != 0 && g.dims % 16 <= 8) ++(g.bits <= 5 ? pair_tails : wide_tails);
+      }
+      check_case(cfg, l.name, opt);
+    }
+  std::printf("  K groups with an 8-slot tail: %u with pair tables, %u with one-value tables\n", pair_tails, wide_tails);
+  EXPECT_GT(pair_tails, 0u);
+  EXPECT_GT(wide_tails, 0u);
+}
+
 TEST_F(GpuDecode, EightBitCodes) {
   // 8-bit V needs two windows per four codes in the tensor-core kernel; 8-bit K groups one per pair.
   check_case(make_cfg(8, 2, 128, {"BlockGTQ-K8V8", Method::block_gtq, 8.0, 8}, {1, 300}), "BlockGTQ-K8V8");
