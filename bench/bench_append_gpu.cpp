@@ -15,7 +15,8 @@
 //   bytes       read (K/V input) + written (packed rows), the floor's traffic
 //   GB/s, % copy  bytes / device us, against a 1 GiB device-to-device copy in the same run
 // Also one row per shape with every coordinate on the exact fp64 path (what the fast path saves).
-// Usage: bench_append_gpu [--quick]
+// Usage: bench_append_gpu [--quick | --full]   (--full: the three shapes x K2V2 / K3V3 / K4V4
+// Block-GTQ and uniform plans, decode steps and a bf16 prefill each)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -29,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_layouts.hpp"
 #include "bench_plan.hpp"
 #include "gpu_bench_util.hpp"
 #include "cuda/device_cache.hpp"
@@ -46,11 +48,11 @@ struct Shape {
   uint32_t q_heads, kv_heads, D;
 };
 
-// A K3V3 Block-GTQ plan for one layer of the shape (bench_plan.hpp).
-std::shared_ptr<const Plan> k3v3_plan(const Shape& sh) {
+// A plan for one layer of the shape (bench_plan.hpp): Block-GTQ or uniform TQ-MSE at K`bits`V`bits`.
+std::shared_ptr<const Plan> layer_plan(const Shape& sh, const bench::LayoutSpec& lay) {
   ModelShape s;
   s.n_layers = 1, s.n_q_heads = sh.q_heads, s.n_kv_heads = sh.kv_heads, s.head_dim = sh.D, s.rotary_dim = sh.D;
-  return bench::synthetic_k3v3_plan(s);
+  return bench::synthetic_plan(s, lay.uniform ? Method::uniform_tq_mse : Method::block_gtq, lay.bits, lay.bits);
 }
 
 using bench::median;
@@ -66,8 +68,8 @@ constexpr size_t kBusyBytes = size_t(256) << 20;
 
 // Times `iters` appends of n_tokens to each of `batch` sequences (after `warm` untimed ones).
 Row run(const Shape& sh, uint32_t batch, uint32_t n_tokens, DType dtype, bool exact, int warm, int iters,
-        const Context& ctx) {
-  const auto plan = k3v3_plan(sh);
+        const Context& ctx, const bench::LayoutSpec& lay = bench::kLayouts[1]) {
+  const auto plan = layer_plan(sh, lay);
   CacheConfig cfg;
   cfg.page_size = 64;
   cfg.max_sequences = std::max<uint32_t>(64, batch);
@@ -149,11 +151,14 @@ Row run(const Shape& sh, uint32_t batch, uint32_t n_tokens, DType dtype, bool ex
   }
   const double tokens = double(batch) * n_tokens;
   const double bytes = tokens * (2.0 * row * double(dtype_size(dtype)) + written);
-  char what[160];
-  std::snprintf(what, sizeof what, "%s %s x%u %s%s", sh.name, n_tokens == 1 ? "decode step" : "bulk", batch,
+  // The default layout (K3V3 Block-GTQ) is not named in the row.
+  const std::string l = &lay == &bench::kLayouts[1] ? std::string() : std::string(" ") + lay.name;
+  char what[200];
+  std::snprintf(what, sizeof what, "%s%s %s x%u %s%s", sh.name, l.c_str(), n_tokens == 1 ? "decode step" : "bulk", batch,
                 dtype_name(dtype), exact ? " exact" : "");
-  if (n_tokens > 1) std::snprintf(what, sizeof what, "%s bulk %u tok %s%s", sh.name, n_tokens, dtype_name(dtype),
-                                  exact ? " exact" : "");
+  if (n_tokens > 1)
+    std::snprintf(what, sizeof what, "%s%s bulk %u tok %s%s", sh.name, l.c_str(), n_tokens, dtype_name(dtype),
+                  exact ? " exact" : "");
   return {what, median(enc), median(com), median(wall), bytes, median(queued)};
 }
 
@@ -169,23 +174,34 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&g_busy, kBusyBytes));
   const Context ctx(ContextConfig{Backend::cuda, 0, 0});
   const Shape shapes[] = {{"Qwen2.5-3B 16/2/128", 16, 2, 128}, {"Llama-3.1-8B 32/8/128", 32, 8, 128}};
-  std::vector<Row> rows;
-  for (const Shape& sh : shapes) {
-    for (uint32_t batch : {1u, 8u, 32u}) {
-      if (quick && batch != 1) continue;
-      rows.push_back(run(sh, batch, 1, DType::bf16, false, 20, 200, ctx));
-    }
-    rows.push_back(run(sh, 1, 4096, DType::bf16, false, 3, quick ? 10 : 30, ctx));
-    rows.push_back(run(sh, 1, 4096, DType::f32, false, 3, quick ? 10 : 30, ctx));
-    rows.push_back(run(sh, 1, 4096, DType::bf16, true, 1, quick ? 3 : 5, ctx));
-  }
   std::printf("\n| append | encode us | commit us | device us | queued us | wall us | bytes | GB/s | %% of copy |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
-  for (const Row& r : rows) {
+  // Rows print as they are measured (a sweep that is cut off keeps what it measured).
+  auto emit = [&](const Row& r) {
     const double dev_us = r.encode_us + r.commit_us;
     const double gbs = r.bytes / (dev_us * 1e3);
     std::printf("| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f | %.1f |\n", r.what.c_str(), r.encode_us,
                 r.commit_us, dev_us, r.queued_us, r.wall_us, r.bytes, gbs, 100.0 * gbs / copy);
+    std::fflush(stdout);
+  };
+  if (argc > 1 && std::string(argv[1]) == "--full") {
+    // Every shape x layout: decode steps at batch 1 / 8 / 32 and a 4096-token bf16 prefill.
+    const Shape all[] = {shapes[0], {"Qwen2.5-7B 28/4/128", 28, 4, 128}, shapes[1]};
+    for (const Shape& sh : all)
+      for (const bench::LayoutSpec& lay : bench::kLayouts) {
+        for (uint32_t batch : {1u, 8u, 32u}) emit(run(sh, batch, 1, DType::bf16, false, 10, 100, ctx, lay));
+        emit(run(sh, 1, 4096, DType::bf16, false, 3, 10, ctx, lay));
+      }
+  } else {
+    for (const Shape& sh : shapes) {
+      for (uint32_t batch : {1u, 8u, 32u}) {
+        if (quick && batch != 1) continue;
+        emit(run(sh, batch, 1, DType::bf16, false, 20, 200, ctx));
+      }
+      emit(run(sh, 1, 4096, DType::bf16, false, 3, quick ? 10 : 30, ctx));
+      emit(run(sh, 1, 4096, DType::f32, false, 3, quick ? 10 : 30, ctx));
+      emit(run(sh, 1, 4096, DType::bf16, true, 1, quick ? 3 : 5, ctx));
+    }
   }
   CK(cudaFree(g_busy));
   return 0;

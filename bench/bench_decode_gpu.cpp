@@ -11,10 +11,13 @@
 // evicts L2 (50 MB on an H100), so each replay reads the cache from HBM as a real layer does.
 // Median of 50 replays after 10 warm-ups, CUDA events. The copy reference is a 1 GiB
 // device-to-device cudaMemcpy in the same process (bytes read + written).
-// Usage: bench_decode_gpu [--quick | --full | --case SHAPE LAYOUT CONTEXT BATCH ...]
+// Usage: bench_decode_gpu [--quick | --full [SHAPE] | --case SHAPE LAYOUT CONTEXT BATCH ...]
 //   --quick (default, ~2 min on an H100): K3V3 at 4K-128K x batch 1/8/32 for the three shapes,
 //           K2V2/K4V4/uniform K3V3 at 128K x 1, and 512K / 1M at batch 1
-//   --full: every shape x layout x context (4K..1M) x batch (1, 8, 32) that fits in memory
+//   --full: every shape (or shape index SHAPE) x layout (K2V2/K3V3/K4V4, Block-GTQ and uniform) x
+//           context (4K..1M) x batch (1, 8, 32) that fits in memory; the scalar kernel is left out
+//   --case: shape index 0..2 (Qwen2.5-3B, Qwen2.5-7B, Llama-3.1-8B), layout index 0..5
+//           (bench_layouts.hpp), context, batch
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -29,12 +32,11 @@
 
 #include "gpu_bench_util.hpp"
 #include "bench_decode_fill.hpp"
+#include "bench_layouts.hpp"
 #include "cache/page_layout.hpp"
 #include "cuda/decode.hpp"
 #include "cuda/device_cache_mirror.hpp"
 #include "cuda/encode.hpp"
-#include "kvbits/codebook.hpp"
-#include "kvbits/rotation.hpp"
 #include "kvbits/status.hpp"
 
 using namespace kvbits;
@@ -46,39 +48,7 @@ struct Shape {
   uint32_t q_heads, kv_heads, D;
 };
 
-// A head layout: Block-GTQ-like block histograms over widths 1..8 (64 blocks, D = 128; K3 is
-// the head of docs/cache-layout.md §8, 112 B per token with V3), or uniform (every block at
-// `bits`, one K group).
-struct LayoutSpec {
-  const char* name;
-  int bits;
-  bool uniform;
-};
-const int kHist[5][8] = {{}, {}, {24, 22, 12, 6}, {9, 15, 19, 11, 8, 2}, {4, 8, 12, 16, 12, 8, 4}};
-
-std::vector<std::vector<double>> codebooks() {
-  std::vector<std::vector<double>> cb(9);
-  for (int b = 1; b <= 8; ++b) cb[size_t(b)] = unit_gaussian_codebook(b, CodebookRecipe::lloyd_max);
-  return cb;
-}
-
-HeadQuantizers make_head(uint32_t D, const LayoutSpec& spec, uint64_t seed) {
-  ModelShape s;
-  s.n_layers = 1, s.n_q_heads = 1, s.n_kv_heads = 1, s.head_dim = D, s.rotary_dim = D;
-  std::vector<uint8_t> block_bits;
-  if (spec.uniform) {
-    block_bits.assign(D / 2, uint8_t(spec.bits));
-  } else {
-    for (int w = 0; w < 8; ++w)
-      for (int c = 0; c < kHist[spec.bits][w] * int(D) / 128; ++c) block_bits.push_back(uint8_t(w + 1));
-  }
-  std::shuffle(block_bits.begin(), block_bits.end(), std::mt19937_64(seed));
-  const HeadLayout lay = make_head_layout(s, block_bits);
-  std::vector<std::vector<float>> rots;
-  for (size_t g = 0; g < lay.groups.size(); ++g) rots.push_back(haar_rotation(lay.groups[g].dims, seed * 16 + g));
-  const auto cb = codebooks();
-  return {make_key_quantizer(lay, rots, cb), make_value_quantizer(D, spec.bits, haar_rotation(D, seed * 16 + 15), cb)};
-}
+using bench::LayoutSpec;
 
 struct Timing {
   double us = 0;
@@ -136,7 +106,10 @@ struct Result {
   double need_gb;
 };
 
-Result run(const Shape& sh, const LayoutSpec& spec, uint32_t ctx, uint32_t batch, void* flush, size_t flush_bytes) {
+// scalar: also time the first (scalar) kernel; --full leaves it out (it is 3-4x slower than the
+// default and would dominate the sweep's time).
+Result run(const Shape& sh, const LayoutSpec& spec, uint32_t ctx, uint32_t batch, void* flush, size_t flush_bytes,
+           bool scalar = true) {
   const uint32_t P = 64, D = sh.D;
   const uint64_t pages_per_seq = (ctx + P - 1) / P, n_pages = pages_per_seq * batch;
   Result res{sh.name, spec.name, ctx, batch, {}, {}, {}, 0, 0, 0, false, 0};
@@ -146,7 +119,7 @@ Result run(const Shape& sh, const LayoutSpec& spec, uint32_t ctx, uint32_t batch
   heads.reserve(sh.kv_heads);
   size_t pool_bytes = 0;
   for (uint32_t h = 0; h < sh.kv_heads; ++h) {
-    heads.push_back(make_head(D, spec, 100 + h));
+    heads.push_back(bench::make_bench_head(D, spec, 100 + h));
     layouts.push_back(cache_detail::quantized_page_layout(heads.back(), P));
     const PageLayout& l = layouts.back();
     pool_bytes += size_t(n_pages) * l.page_bytes;
@@ -192,7 +165,7 @@ Result run(const Shape& sh, const LayoutSpec& spec, uint32_t ctx, uint32_t batch
   p.lse = lse.as<float>();
   try {
     p.out = out_a.as<float>();
-    res.scalar = time_variant(p, cuda::kDecodeVariantScalar, flush, flush_bytes);
+    if (scalar) res.scalar = time_variant(p, cuda::kDecodeVariantScalar, flush, flush_bytes);
     p.out = out_b.as<float>();
     res.mma = time_variant(p, cuda::kDecodeVariantMma, flush, flush_bytes);
     p.out = out_c.as<float>();
@@ -201,9 +174,9 @@ Result run(const Shape& sh, const LayoutSpec& spec, uint32_t ctx, uint32_t batch
     std::fprintf(stderr, "%s %s ctx %u batch %u: %s\n", sh.name, spec.name, ctx, batch, e.what());
     std::exit(1);
   }
-  // Sanity: finite outputs and the two kernels agree (random data, no CPU reference here).
+  // Sanity: finite outputs and the kernels agree (random data, no CPU reference here).
   std::vector<float> a(n_out), b(n_out), c(n_out);
-  CK(cudaMemcpy(a.data(), out_a.get(), n_out * 4, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(a.data(), (scalar ? out_a : out_b).get(), n_out * 4, cudaMemcpyDeviceToHost));
   CK(cudaMemcpy(b.data(), out_b.get(), n_out * 4, cudaMemcpyDeviceToHost));
   CK(cudaMemcpy(c.data(), out_c.get(), n_out * 4, cudaMemcpyDeviceToHost));
   float diff = 0, diff_fast = 0, mag = 0, mag_b = 0;
@@ -230,6 +203,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   const bool full = argc > 1 && std::strcmp(argv[1], "--full") == 0;
+  const int full_shape = full && argc > 2 ? std::atoi(argv[2]) : -1;  // --full SHAPE: that shape only
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, L2 %d MB, %.1f GB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20,
@@ -243,8 +217,8 @@ int main(int argc, char** argv) {
   const Shape shapes[] = {{"Qwen2.5-3B 16/2/128", 16, 2, 128},
                           {"Qwen2.5-7B 28/4/128", 28, 4, 128},
                           {"Llama-3.1-8B 32/8/128", 32, 8, 128}};
-  const LayoutSpec k3{"K3V3 GTQ", 3, false};
-  const LayoutSpec layouts[] = {{"K2V2 GTQ", 2, false}, k3, {"K4V4 GTQ", 4, false}, {"K3V3 uniform", 3, true}};
+  const LayoutSpec* layouts = bench::kLayouts;  // K2V2 / K3V3 / K4V4 Block-GTQ, then uniform
+  const LayoutSpec& k3 = layouts[1];
   const uint32_t K = 1024;
   std::vector<Result> res;
   // --case SHAPE LAYOUT CONTEXT BATCH (indices into the tables above; for profilers): one row
@@ -256,26 +230,26 @@ int main(int argc, char** argv) {
       return 2;
     }
     const int si = std::atoi(argv[i + 1]), li = std::atoi(argv[i + 2]);
-    if (si < 0 || si > 2 || li < 0 || li > 3) {
-      std::fprintf(stderr, "--case: shape index 0..2, layout index 0..3\n");
+    if (si < 0 || si > 2 || li < 0 || li > 5) {
+      std::fprintf(stderr, "--case: shape index 0..2, layout index 0..5\n");
       return 2;
     }
     res.push_back(run(shapes[si], layouts[li], uint32_t(std::atoi(argv[i + 3])), uint32_t(std::atoi(argv[i + 4])),
                       flush, flush_bytes));
   }
   const bool cases = !res.empty();  // --case rows only
-  for (const Shape& sh : shapes) {
-    if (cases) break;
+  for (int si = 0; si < 3; ++si) {
+    const Shape& sh = shapes[si];
+    if (cases || (full_shape >= 0 && si != full_shape)) continue;
     if (full) {
-      for (const LayoutSpec& l : layouts)
+      for (int li = 0; li < 6; ++li)
         for (uint32_t ctx : {4 * K, 16 * K, 64 * K, 128 * K, 512 * K, 1024 * K})
-          for (uint32_t batch : {1u, 8u, 32u}) res.push_back(run(sh, l, ctx, batch, flush, flush_bytes));
+          for (uint32_t batch : {1u, 8u, 32u}) res.push_back(run(sh, layouts[li], ctx, batch, flush, flush_bytes, false));
       continue;
     }
     for (uint32_t ctx : {4 * K, 16 * K, 64 * K, 128 * K})
       for (uint32_t batch : {1u, 8u, 32u}) res.push_back(run(sh, k3, ctx, batch, flush, flush_bytes));
-    for (const LayoutSpec& l : layouts)
-      if (&l != &layouts[1]) res.push_back(run(sh, l, 128 * K, 1, flush, flush_bytes));
+    for (int li : {0, 2, 4}) res.push_back(run(sh, layouts[li], 128 * K, 1, flush, flush_bytes));
     for (uint32_t ctx : {512 * K, 1024 * K}) res.push_back(run(sh, k3, ctx, 1, flush, flush_bytes));
   }
   std::printf("\nµs per layer (decode + merge, one graph, L2 flushed). GB/s and %% of copy for the fast kernel (the "
@@ -291,10 +265,16 @@ int main(int argc, char** argv) {
       continue;
     }
     const double gbs = r.bytes / (r.fast.us * 1e3);
-    std::printf("| %s | %s | %uK | %u | %u / %u / %u | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f %% | %.1f | %.1e | %.1e |\n",
-                r.shape.c_str(), r.layout.c_str(), r.ctx / 1024, r.batch, r.scalar.splits, r.mma.splits,
-                r.fast.splits, r.scalar.us, r.mma.us, r.fast.us, r.bytes / 1e6, gbs, 100.0 * gbs / copy_gbs,
-                r.bytes / (copy_gbs * 1e3), r.max_diff, r.max_diff_fast);
+    char sc_splits[16] = "—", sc_us[16] = "—", sc_diff[16] = "—";  // the scalar kernel, when timed
+    if (r.scalar.splits) {
+      std::snprintf(sc_splits, sizeof sc_splits, "%u", r.scalar.splits);
+      std::snprintf(sc_us, sizeof sc_us, "%.1f", r.scalar.us);
+      std::snprintf(sc_diff, sizeof sc_diff, "%.1e", r.max_diff);
+    }
+    std::printf("| %s | %s | %uK | %u | %s / %u / %u | %s | %.1f | %.1f | %.1f | %.0f | %.0f %% | %.1f | %s | %.1e |\n",
+                r.shape.c_str(), r.layout.c_str(), r.ctx / 1024, r.batch, sc_splits, r.mma.splits, r.fast.splits,
+                sc_us, r.mma.us, r.fast.us, r.bytes / 1e6, gbs, 100.0 * gbs / copy_gbs, r.bytes / (copy_gbs * 1e3),
+                sc_diff, r.max_diff_fast);
   }
   CK(cudaFree(flush));
   return 0;

@@ -1,6 +1,6 @@
-// kvbits benchmarks — a K3V3 Block-GTQ plan for a model shape, calibrated on synthetic
-// activations whose RoPE-block energies span orders of magnitude (as real models' do), and the
-// median the benchmarks report.
+// kvbits benchmarks — a plan for a model shape (K3V3 Block-GTQ unless told otherwise),
+// calibrated on synthetic activations whose RoPE-block energies span orders of magnitude (as
+// real models' do), and the median the benchmarks report.
 #pragma once
 
 #include <algorithm>
@@ -14,7 +14,8 @@
 
 namespace kvbits::bench {
 
-inline std::shared_ptr<const Plan> synthetic_k3v3_plan(const ModelShape& s) {
+inline std::shared_ptr<const Plan> synthetic_plan(const ModelShape& s, Method method = Method::block_gtq,
+                                                  double k_avg_bits = 3.0, int v_bits = 3) {
   EnergyAccumulator acc(s);
   std::mt19937_64 rng(7);
   std::normal_distribution<float> nd;
@@ -34,7 +35,7 @@ inline std::shared_ptr<const Plan> synthetic_k3v3_plan(const ModelShape& s) {
     acc.observe(l, q.data(), k.data(), T, DType::f32);
   }
   PlanOptions o;
-  o.k_avg_bits = 3.0, o.v_bits = 3;
+  o.method = method, o.k_avg_bits = k_avg_bits, o.v_bits = v_bits;
   return std::make_shared<const Plan>(build_plan(acc, o));
 }
 

@@ -33,7 +33,7 @@ constexpr uint32_t kLayers = 32, kQHeads = 32, kKvHeads = 8, kD = 128;
 std::shared_ptr<const Plan> k3v3_plan() {
   ModelShape s;
   s.n_layers = kLayers, s.n_q_heads = kQHeads, s.n_kv_heads = kKvHeads, s.head_dim = kD, s.rotary_dim = kD;
-  return bench::synthetic_k3v3_plan(s);
+  return bench::synthetic_plan(s);
 }
 
 using bench::median;
