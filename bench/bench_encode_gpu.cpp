@@ -9,9 +9,8 @@
 #include <random>
 #include <vector>
 
+#include "bench_layouts.hpp"
 #include "cuda/encode.hpp"
-#include "kvbits/codebook.hpp"
-#include "kvbits/rotation.hpp"
 
 using namespace kvbits;
 
@@ -72,19 +71,10 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
-  std::vector<std::vector<double>> cb(9);
-  for (int b = 1; b <= 8; ++b) cb[size_t(b)] = unit_gaussian_codebook(b, CodebookRecipe::lloyd_max);
-  ModelShape s;
-  s.n_layers = 1, s.n_q_heads = 8, s.n_kv_heads = 1, s.head_dim = 128, s.rotary_dim = 128;
-  std::vector<uint8_t> bits(64);
-  const int hist[] = {9, 15, 19, 11, 8, 2};  // a typical 3-bit Block-GTQ head
-  for (size_t i = 0, w = 0; w < 6; ++w)
-    for (int c = 0; c < hist[w]; ++c) bits[i++] = uint8_t(w + 1);
-  const HeadLayout lay = make_head_layout(s, bits);
-  std::vector<std::vector<float>> rots;
-  for (size_t g = 0; g < lay.groups.size(); ++g) rots.push_back(haar_rotation(lay.groups[g].dims, g + 1));
-  time_encode(make_key_quantizer(lay, rots, cb), rows, "K Block-GTQ 3b D128");
-  time_encode(make_value_quantizer(128, 3, haar_rotation(128, 9), cb), rows, "V uniform 3b D128");
-  time_encode(make_value_quantizer(128, 3, haar_rotation(128, 9), cb), 1, "V 3b D128, one row");
+  // The K3V3 Block-GTQ head of the decode benchmark (bench_layouts.hpp): six K groups at 1..6 bits.
+  const HeadQuantizers head = bench::make_bench_head(128, bench::kLayouts[1], 1);
+  time_encode(head.k, rows, "K Block-GTQ 3b D128");
+  time_encode(head.v, rows, "V uniform 3b D128");
+  time_encode(head.v, 1, "V 3b D128, one row");
   return 0;
 }

@@ -36,6 +36,16 @@ inline const LayoutSpec kLayouts[6] = {{"K2V2 GTQ", 2, false},     {"K3V3 GTQ", 
                                        {"K4V4 GTQ", 4, false},     {"K2V2 uniform", 2, true},
                                        {"K3V3 uniform", 3, true},  {"K4V4 uniform", 4, true}};
 
+// The Lloyd-Max codebooks of widths 1..8 (index = width), built once per process.
+inline const std::vector<std::vector<double>>& bench_codebooks() {
+  static const std::vector<std::vector<double>> cb = [] {
+    std::vector<std::vector<double>> c(9);
+    for (int b = 1; b <= 8; ++b) c[size_t(b)] = unit_gaussian_codebook(b, CodebookRecipe::lloyd_max);
+    return c;
+  }();
+  return cb;
+}
+
 // One KV head of the layout at head dim D (a multiple of 128 for Block-GTQ histograms scaled by
 // D / 128), rotations and block order drawn from `seed`.
 inline HeadQuantizers make_bench_head(uint32_t D, const LayoutSpec& spec, uint64_t seed) {
@@ -51,8 +61,7 @@ inline HeadQuantizers make_bench_head(uint32_t D, const LayoutSpec& spec, uint64
   }
   std::shuffle(block_bits.begin(), block_bits.end(), std::mt19937_64(seed));
   const HeadLayout lay = make_head_layout(s, block_bits);
-  std::vector<std::vector<double>> cb(9);
-  for (int b = 1; b <= 8; ++b) cb[size_t(b)] = unit_gaussian_codebook(b, CodebookRecipe::lloyd_max);
+  const auto& cb = bench_codebooks();
   std::vector<std::vector<float>> rots;
   for (size_t g = 0; g < lay.groups.size(); ++g) rots.push_back(haar_rotation(lay.groups[g].dims, seed * 16 + g));
   return {make_key_quantizer(lay, rots, cb),

@@ -133,7 +133,7 @@ __global__ void __launch_bounds__(kPrepThreads) decode_fast_prep_kernel(KernelAr
     m.n_chunks = fast_full_chunks(gr.dims);
     m.n8 = fast_tail_chunk(gr.dims);
     m.v0 = 0;
-    for (uint32_t q = 0; q < g; ++q) m.v0 += fast_full_chunks(hd.k_groups[q].dims) + fast_tail_chunk(hd.k_groups[q].dims);
+    for (uint32_t q = 0; q < g; ++q) m.v0 += fast_group_chunks(hd.k_groups[q].dims);
     m.bit_off = gr.byte_offset * 8 + kMmaSubPad * 8 - 2;
     m.pw = !pair ? 0u : gr.bits == 1 ? 7u : gr.bits == 2 ? 3u : gr.bits == 3 ? 2u : 1u;  // floor(30 / 4b)
     m.first = gr.first_slot;

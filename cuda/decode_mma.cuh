@@ -83,13 +83,13 @@ constexpr uint32_t kFastPairMaxBits = 5;  // wider codes use single-value tables
 // least padding (a group of 18 dims takes 24 slots, not 32).
 __host__ __device__ inline uint32_t fast_full_chunks(uint32_t dims) { return dims / 16 + (dims % 16 > 8 ? 1u : 0u); }
 __host__ __device__ inline uint32_t fast_tail_chunk(uint32_t dims) { return dims % 16 != 0 && dims % 16 <= 8 ? 1u : 0u; }
+// Virtual chunks of a group: its full and tail chunks, each one slot of the B-operand array.
+__host__ __device__ inline uint32_t fast_group_chunks(uint32_t dims) { return fast_full_chunks(dims) + fast_tail_chunk(dims); }
 
-// Virtual K chunks of one head (full and tail chunks of every group; each is one slot of the
-// kernel's B-operand array).
+// Virtual K chunks of one head.
 __host__ __device__ inline uint32_t fast_chunks(const DecodeHead& hd) {
   uint32_t n = 0;
-  for (uint32_t g = 0; g < hd.n_k_groups && g < kDecodeMaxGroups; ++g)
-    n += fast_full_chunks(hd.k_groups[g].dims) + fast_tail_chunk(hd.k_groups[g].dims);
+  for (uint32_t g = 0; g < hd.n_k_groups && g < kDecodeMaxGroups; ++g) n += fast_group_chunks(hd.k_groups[g].dims);
   return n;
 }
 
